@@ -1,0 +1,431 @@
+"""Typed config schema, Hydra composition and size parsing.
+
+The dataclasses below are the single source of truth: schema, defaults and a
+docstring under every field. `conf/` holds presets that state only what they
+change. `compose()` validates overrides against the schema through Hydra and
+hands back plain dataclasses, so nothing downstream sees a DictConfig. This is
+the only module that imports hydra or omegaconf.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pgolf.errors import ConfigError
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    """Short label appended to the run directory name."""
+    root: str = "runs"
+    """Folder that holds dated run directories and `latest`."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "builtin"
+    """Label of the data set (shown in summaries)."""
+    dir: str = "data/builtin"
+    """Folder with the train and validation shards."""
+    tokenizer: str = "data/builtin/tokenizer.model"
+    """SentencePiece model that produced the shards (used for the byte LUTs)."""
+    train_pattern: str = "*_train_*.bin"
+    """Glob (inside `dir`) of the training shards."""
+    val_pattern: str = "*_val_*.bin"
+    """Glob (inside `dir`) of the validation shards."""
+    vocab_size: int = 1024
+    """Tokenizer size when `pgolf data prepare` trains one."""
+    val_tokens: int = 0
+    """Cap on validation tokens for the final score (0 = the whole split)."""
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 1024
+    """Vocabulary size; must equal the tokenizer's."""
+    num_layers: int = 9
+    """Transformer blocks (an even number gives a symmetric U-Net skip)."""
+    model_dim: int = 512
+    """Residual stream width."""
+    num_heads: int = 8
+    """Query heads."""
+    num_kv_heads: int = 4
+    """Key/value heads (grouped-query attention)."""
+    mlp_mult: int = 2
+    """MLP hidden width as a multiple of `model_dim`."""
+    tie_embeddings: bool = True
+    """Share the input embedding with the output head."""
+    tied_embed_init_std: float = 0.005
+    """Init std of the tied embedding."""
+    rope_base: float = 10000.0
+    """RoPE frequency base."""
+    qk_gain_init: float = 1.5
+    """Initial value of the learned per-head query gain."""
+
+
+@dataclass
+class TrainConfig:
+    seq_len: int = 1024
+    """Tokens per training sequence."""
+    batch_tokens: int = 524288
+    """Tokens per optimizer step (all micro-batches and ranks together)."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step on each rank."""
+    iterations: int = 20000
+    """Maximum optimizer steps."""
+    warmup_steps: int = 20
+    """Steps run once to warm kernels/compile, after which model and optimizer state are restored."""
+    lr_warmup_steps: int = 0
+    """Linear learning-rate warmup steps from 0."""
+    warmdown_steps: int = 1200
+    """Linear learning-rate decay to 0 over the last steps (estimated from wallclock when capped)."""
+    wallclock_s: float = 600.0
+    """Stop training after this many seconds (0 = no cap)."""
+    val_every: int = 1000
+    """Validate every this many steps (0 = only at the end)."""
+    val_tokens: int = 65536
+    """Validation tokens used for the periodic checks during training (0 = all)."""
+    log_every: int = 10
+    """Write a metrics line every this many steps."""
+    matrix_lr: float = 0.04
+    """Muon learning rate for the 2-D block matrices."""
+    embed_lr: float = 0.05
+    """Adam learning rate for the (tied) embedding."""
+    head_lr: float = 0.008
+    """Adam learning rate for an untied output head."""
+    scalar_lr: float = 0.04
+    """Adam learning rate for vectors and scalars."""
+    muon_momentum: float = 0.95
+    """Muon momentum after warmup."""
+    muon_momentum_start: float = 0.85
+    """Muon momentum at step 0."""
+    muon_momentum_warmup_steps: int = 500
+    """Steps over which Muon momentum rises to `muon_momentum`."""
+    muon_ns_steps: int = 5
+    """Newton-Schulz iterations in Muon."""
+    adam_beta1: float = 0.9
+    """Adam beta1."""
+    adam_beta2: float = 0.95
+    """Adam beta2."""
+    adam_eps: float = 1e-8
+    """Adam epsilon."""
+    compile: bool = False
+    """torch.compile the model (CUDA only)."""
+
+
+@dataclass
+class RegConfig:
+    weight_decay: float = 0.0
+    """Decoupled decay of the Muon block matrices: p <- p * (1 - lr * wd)."""
+    embed_weight_decay: float = 0.0
+    """Decoupled decay of the embedding (and untied head)."""
+    scalar_weight_decay: float = 0.0
+    """Decoupled decay of vectors and scalars not listed in `no_decay`."""
+    no_decay: list[str] = field(
+        default_factory=lambda: ["q_gain", "attn_scale", "mlp_scale", "resid_mix", "skip_weights", "ln_scale"]
+    )
+    """Parameter-name fragments that never get decay (gains, scales, mixes, norms)."""
+    decay_schedule: str = "constant"
+    """How decay changes over training: constant, ramp (up in warmdown) or taper (down late)."""
+    decay_schedule_factor: float = 1.0
+    """Multiplier reached at the end of training by `ramp`/`taper` (e.g. 2.0 or 0.5)."""
+    decay_schedule_start: float = 0.7
+    """Fraction of training where `ramp`/`taper` begins."""
+    l1: float = 0.0
+    """L1 penalty coefficient on the block matrices."""
+    l2: float = 0.0
+    """L2 penalty coefficient on the block matrices (with `l1`: elastic net)."""
+    z_loss: float = 0.0
+    """z-loss coefficient: coef * mean(logsumexp(logits)^2)."""
+    label_smoothing: float = 0.0
+    """Label smoothing of the training cross-entropy."""
+    qerr_penalty: float = 0.0
+    """Quantization-error penalty lambda * sum(w^2 * delta^2 / 12) at the export bits."""
+    sv_penalty: float = 0.0
+    """Singular-value balance penalty coefficient."""
+    softcap: float = 30.0
+    """Logit softcap c in c*tanh(z/c) (0 = off)."""
+    ln_scale: str = "none"
+    """Scale of each block's normalized input: none, fixed (1/sqrt(layer+1)) or learned."""
+    dropout: float = 0.0
+    """Dropout on attention and MLP outputs during training."""
+    drop_path: float = 0.0
+    """Stochastic depth: probability of skipping a block's residual branch (max, deepest block)."""
+    grad_clip: float = 0.0
+    """Clip gradients to this global norm (0 = off)."""
+    ema_decay: float = 0.0
+    """EMA of weights per step (0 = off); EMA weights are saved and exported."""
+    swa_start: float = 0.0
+    """Fraction of training after which SWA averages weights (0 = off)."""
+    swa_every: int = 50
+    """Steps between SWA snapshots."""
+    qat_bits: int = 0
+    """Fake-quantize block matrices at this bit-width with a straight-through estimator (0 = off)."""
+    qat_start: float = 0.85
+    """Fraction of training after which QAT switches on."""
+    prune_sparsity: float = 0.0
+    """Target fraction of zeroed block-matrix weights reached by gradual magnitude pruning (0 = off)."""
+    prune_start: float = 0.7
+    """Fraction of training where gradual pruning begins."""
+    early_stop_patience: int = 0
+    """Stop after this many validations without BPB improvement (0 = off)."""
+    gap_warn: float = 0.1
+    """Warn when val BPB minus train BPB grows beyond this."""
+
+
+@dataclass
+class ExportConfig:
+    bits: int = 6
+    """Default bit-width of quantized matrices (2..8)."""
+    group_bits: dict[str, int] = field(default_factory=lambda: {"embed": 8})
+    """Bit-width per tensor group (embed, attn_q, attn_k, attn_v, attn_out, mlp_in, mlp_out, other)."""
+    clip: str = "mse"
+    """Clip strategy per row: max, percentile, sdclip (k * std) or mse (search)."""
+    clip_percentile: float = 99.99984
+    """Percentile of |w| per row for clip=percentile."""
+    clip_k: float = 12.0
+    """k for clip=sdclip."""
+    float_max_numel: int = 65536
+    """Tensors with at most this many elements stay floating point."""
+    float_dtype: str = "float16"
+    """Storage dtype of kept-float tensors (float16, bfloat16 or float32)."""
+    prune: float = 0.0
+    """Fraction of weights to prune (meaning set by `prune_kind`)."""
+    prune_kind: str = "magnitude"
+    """magnitude (per tensor), global, rows, cols, heads or selective (smallest nonzero quantized values)."""
+    codec: str = "auto"
+    """zlib, zstd, lzma, brotli, rans, or auto (smallest per tensor group)."""
+    codec_level: int = -1
+    """Compression level for zlib/zstd/lzma/brotli (-1 = each codec's maximum)."""
+    shuffle: bool = False
+    """Byte-shuffle scales before compressing."""
+    code_bytes: int = -1
+    """Code bytes added to the artifact size (-1 = count `code_files`)."""
+    code_files: list[str] = field(default_factory=list)
+    """Files whose bytes count as code (empty = pgolf's own package files, see docs/bytes.md)."""
+    eval_stride: int = 0
+    """Sliding-window stride for scoring (0 = non-overlapping windows)."""
+
+
+@dataclass
+class BudgetConfig:
+    max_bytes: str = "16MB"
+    """Total byte budget (artifact + code); decimal units unless written MiB/KiB."""
+    margin: str = "0"
+    """Safety margin kept below `max_bytes`."""
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    reg: RegConfig = field(default_factory=RegConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    seed: int = 1337
+    """Random seed for init, data order and dropout."""
+    device: str = "auto"
+    """auto (CUDA when present), cpu or cuda."""
+
+
+# --------------------------------------------------------------------------- sizes
+
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "kb": 10**3, "mb": 10**6, "gb": 10**9,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30,
+}
+_SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes in a size: "16MB" = 16,000,000 (decimal), "16MiB" = 16,777,216 (binary)."""
+    if isinstance(text, int):
+        value, unit = float(text), ""
+    else:
+        match = _SIZE_RE.match(str(text).replace("_", "").replace(",", ""))
+        if not match or match.group(2).lower() not in _SIZE_UNITS:
+            raise ConfigError(f"cannot parse size {text!r} (examples: 16MB, 15.5MB, 16MiB, 16000000)")
+        value, unit = float(match.group(1)), match.group(2).lower()
+    size = value * _SIZE_UNITS[unit]
+    if size != int(size):
+        raise ConfigError(f"size {text!r} is not a whole number of bytes")
+    return int(size)
+
+
+# --------------------------------------------------------------------------- composition
+
+def conf_dir() -> Path:
+    """The `conf/` folder shipped beside the package (override with PGOLF_CONF)."""
+    return Path(os.environ.get("PGOLF_CONF", Path(__file__).resolve().parent.parent / "conf"))
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Docstrings written under each dataclass field, read from the source."""
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)):
+            docs[node.target.id] = str(nxt.value.value)
+    return docs
+
+
+def _register_schema() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="pgolf_schema", node=Config)
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else type(exc).__name__
+    full_key = next((line.split(":", 1)[1].strip() for line in text if line.strip().startswith("full_key:")), "")
+    if full_key and full_key not in first:
+        first = f"{first} (key: {full_key})"
+    return first
+
+
+def compose(overrides: list[str] | tuple[str, ...] = (), allow_sweep: bool = False) -> Config:
+    """Compose conf/config.yaml with Hydra overrides into a validated Config."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    overrides = list(overrides)
+    if not allow_sweep:
+        for item in overrides:
+            key, _, value = item.partition("=")
+            if "," in value and not value.strip().startswith("["):
+                raise ConfigError(f"override {item!r} is a sweep axis; use `pgolf sweep` for several values")
+    _register_schema()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+            cfg = hydra_compose(config_name="config", overrides=overrides)
+        obj = OmegaConf.to_object(cfg)
+    except ConfigError:
+        raise
+    except Exception as exc:  # Hydra and OmegaConf raise many types; all are config problems here
+        raise ConfigError(f"bad config: {_one_line(exc)}") from exc
+    finally:
+        GlobalHydra.instance().clear()
+    validate(obj)
+    return obj
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a Config from a saved dict (e.g. a run's config.yaml), validated by the schema."""
+    from omegaconf import OmegaConf
+
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), data)
+        obj = OmegaConf.to_object(cfg)
+    except Exception as exc:
+        raise ConfigError(f"bad saved config: {_one_line(exc)}") from exc
+    validate(obj)
+    return obj
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain nested dict of a Config (for YAML/JSON output)."""
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Config) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def load_yaml(path: Path) -> Config:
+    from omegaconf import OmegaConf
+
+    try:
+        data = OmegaConf.to_container(OmegaConf.load(path))
+    except Exception as exc:
+        raise ConfigError(f"cannot read config {path}: {_one_line(exc)}") from exc
+    return from_dict(data)
+
+
+# --------------------------------------------------------------------------- validation
+
+_GROUPS = ("embed", "attn_q", "attn_k", "attn_v", "attn_out", "mlp_in", "mlp_out", "other")
+_CODECS = ("auto", "zlib", "zstd", "lzma", "brotli", "rans")
+
+
+def validate(cfg: Config) -> None:
+    """Collect every problem in the config and report them together, naming each key."""
+    problems: list[str] = []
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            problems.append(message)
+
+    m, t, r, e = cfg.model, cfg.train, cfg.reg, cfg.export
+    need(m.vocab_size > 0, f"model.vocab_size must be > 0, got {m.vocab_size}")
+    need(m.num_layers > 0, f"model.num_layers must be > 0, got {m.num_layers}")
+    need(m.num_heads > 0 and m.model_dim % m.num_heads == 0,
+         f"model.model_dim ({m.model_dim}) must be divisible by model.num_heads ({m.num_heads})")
+    need(m.num_kv_heads > 0 and m.num_heads % m.num_kv_heads == 0,
+         f"model.num_heads ({m.num_heads}) must be divisible by model.num_kv_heads ({m.num_kv_heads})")
+    need(m.num_heads > 0 and (m.model_dim // m.num_heads) % 2 == 0,
+         "model.model_dim / model.num_heads must be even (RoPE)")
+    need(t.seq_len > 0, f"train.seq_len must be > 0, got {t.seq_len}")
+    need(t.grad_accum > 0, f"train.grad_accum must be > 0, got {t.grad_accum}")
+    need(t.batch_tokens >= t.seq_len * t.grad_accum,
+         f"train.batch_tokens ({t.batch_tokens}) must hold at least one sequence per micro-batch")
+    need(t.iterations >= 0, f"train.iterations must be >= 0, got {t.iterations}")
+    need(t.wallclock_s >= 0, f"train.wallclock_s must be >= 0, got {t.wallclock_s}")
+    for name in ("weight_decay", "embed_weight_decay", "scalar_weight_decay", "l1", "l2", "z_loss",
+                 "qerr_penalty", "sv_penalty", "softcap", "grad_clip", "decay_schedule_factor"):
+        value = getattr(r, name)
+        need(value >= 0, f"reg.{name} must be >= 0, got {value}")
+    for name in ("label_smoothing", "dropout", "drop_path", "prune_sparsity"):
+        value = getattr(r, name)
+        need(0 <= value < 1, f"reg.{name} must be in [0, 1), got {value}")
+    for name in ("decay_schedule_start", "swa_start", "qat_start", "prune_start"):
+        value = getattr(r, name)
+        need(0 <= value <= 1, f"reg.{name} must be in [0, 1], got {value}")
+    need(0 <= r.ema_decay < 1, f"reg.ema_decay must be in [0, 1), got {r.ema_decay}")
+    need(r.decay_schedule in ("constant", "ramp", "taper"),
+         f"reg.decay_schedule must be constant, ramp or taper, got {r.decay_schedule!r}")
+    need(r.ln_scale in ("none", "fixed", "learned"),
+         f"reg.ln_scale must be none, fixed or learned, got {r.ln_scale!r}")
+    need(r.qat_bits == 0 or 2 <= r.qat_bits <= 8, f"reg.qat_bits must be 0 (off) or in 2..8, got {r.qat_bits}")
+    need(r.early_stop_patience >= 0, f"reg.early_stop_patience must be >= 0, got {r.early_stop_patience}")
+    need(2 <= e.bits <= 8, f"export.bits must be in 2..8, got {e.bits}")
+    for group, bits in e.group_bits.items():
+        need(group in _GROUPS, f"export.group_bits.{group} is not a tensor group (one of {', '.join(_GROUPS)})")
+        need(2 <= bits <= 8 or bits == 16, f"export.group_bits.{group} must be in 2..8 (or 16 = keep float), got {bits}")
+    need(e.clip in ("max", "percentile", "sdclip", "mse"),
+         f"export.clip must be max, percentile, sdclip or mse, got {e.clip!r}")
+    need(0 < e.clip_percentile <= 100, f"export.clip_percentile must be in (0, 100], got {e.clip_percentile}")
+    need(e.clip_k > 0, f"export.clip_k must be > 0, got {e.clip_k}")
+    need(0 <= e.prune < 1, f"export.prune must be in [0, 1), got {e.prune}")
+    need(e.prune_kind in ("magnitude", "global", "rows", "cols", "heads", "selective"),
+         f"export.prune_kind must be magnitude, global, rows, cols, heads or selective, got {e.prune_kind!r}")
+    need(e.codec in _CODECS, f"export.codec must be one of {', '.join(_CODECS)}, got {e.codec!r}")
+    need(e.float_dtype in ("float16", "bfloat16", "float32"),
+         f"export.float_dtype must be float16, bfloat16 or float32, got {e.float_dtype!r}")
+    need(e.eval_stride >= 0, f"export.eval_stride must be >= 0, got {e.eval_stride}")
+    need(cfg.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {cfg.device!r}")
+    for name in ("max_bytes", "margin"):
+        try:
+            parse_size(getattr(cfg.budget, name))
+        except ConfigError as exc:
+            problems.append(f"budget.{name}: {exc}")
+    if problems:
+        raise ConfigError("; ".join(problems))

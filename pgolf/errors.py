@@ -1,0 +1,50 @@
+"""One exception family for every expected failure.
+
+Each subclass carries the exit code the CLI uses; the message is one line that
+says what went wrong and where. Anything that is not a PgolfError reaching the
+user is a bug.
+"""
+
+
+class PgolfError(Exception):
+    """An expected failure: bad input, corrupt file, infeasible request."""
+
+    exit_code = 1
+
+
+class ConfigError(PgolfError):
+    """A config key, value or type that does not fit the schema."""
+
+
+class DataError(PgolfError):
+    """A missing, corrupt or inconsistent data file (shards, tokenizer, corpus)."""
+
+
+class ArtifactError(PgolfError):
+    """An artifact or checkpoint that cannot be read or does not match its model."""
+
+
+class CodecError(PgolfError):
+    """An unknown codec, or one whose library is not installed."""
+
+
+class TrainingError(PgolfError):
+    """Training could not go on (NaN or inf loss, nothing to train on)."""
+
+
+class UsageError(PgolfError):
+    """The command line itself is wrong, or the verb is not built yet."""
+
+    exit_code = 2
+
+
+class BudgetError(PgolfError):
+    """The byte budget cannot be met by any candidate."""
+
+    exit_code = 3
+
+
+class Interrupted(PgolfError):
+    """The user pressed Ctrl-C; what was trained has been saved."""
+
+    exit_code = 130

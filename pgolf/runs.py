@@ -1,0 +1,82 @@
+"""Run directories, atomic writes, metrics logs and summaries.
+
+Every file is written through `atomic_write_*` (temp file in the same folder,
+fsync, rename) so an interrupted run never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    """Write `data` to `path` so readers see the old file or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path | str, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path | str, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def create_run_dir(root: Path | str, name: str) -> Path:
+    """A new `root/<YYYY-MM-DD>/<HH-MM-SS>-<name>/`, with `root/latest` pointing at it."""
+    root = Path(root)
+    now = time.localtime()
+    day = root / time.strftime("%Y-%m-%d", now)
+    base = f"{time.strftime('%H-%M-%S', now)}-{name}"
+    run_dir = day / base
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = day / f"{base}-{suffix}"
+    run_dir.mkdir(parents=True)
+    point_latest(root, run_dir)
+    return run_dir
+
+
+def point_latest(root: Path, run_dir: Path) -> None:
+    """Atomically repoint `root/latest` at `run_dir` (a relative symlink)."""
+    link = root / "latest"
+    tmp = root / f".latest.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    os.symlink(os.path.relpath(run_dir, root), tmp)
+    os.replace(tmp, link)
+
+
+class MetricsLog:
+    """Append-only JSON-lines metrics (one object per line, flushed each write)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fh = open(path, "a", encoding="utf-8")
+
+    def write(self, **record: Any) -> None:
+        self._fh.write(json.dumps(record) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / "summary.json").read_text())

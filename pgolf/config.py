@@ -182,11 +182,35 @@ class RegConfig:
 
 
 @dataclass
+class GroupBits:
+    embed: int = 8
+    """Token embedding (and untied head); 16 keeps any group as float."""
+    attn_q: int = 0
+    """Attention query projections (0 = export.bits)."""
+    attn_k: int = 0
+    """Attention key projections (0 = export.bits)."""
+    attn_v: int = 0
+    """Attention value projections (0 = export.bits)."""
+    attn_out: int = 0
+    """Attention output projections (0 = export.bits)."""
+    mlp_in: int = 0
+    """MLP input (fc) matrices (0 = export.bits)."""
+    mlp_out: int = 0
+    """MLP output (proj) matrices (0 = export.bits)."""
+    other: int = 0
+    """Any other quantized tensor (0 = export.bits)."""
+
+    def for_group(self, group: str, default_bits: int) -> int:
+        """Bits for a tensor group: its own value, or `default_bits` when 0."""
+        return getattr(self, group) or default_bits
+
+
+@dataclass
 class ExportConfig:
     bits: int = 6
     """Default bit-width of quantized matrices (2..8)."""
-    group_bits: dict[str, int] = field(default_factory=lambda: {"embed": 8})
-    """Bit-width per tensor group (embed, attn_q, attn_k, attn_v, attn_out, mlp_in, mlp_out, other)."""
+    group_bits: GroupBits = field(default_factory=GroupBits)
+    """Bit-width per tensor group; 0 means `bits`."""
     clip: str = "mse"
     """Clip strategy per row: max, percentile, sdclip (k * std) or mse (search)."""
     clip_percentile: float = 99.99984
@@ -288,13 +312,25 @@ def _register_schema() -> None:
     ConfigStore.instance().store(name="pgolf_schema", node=Config)
 
 
-def _one_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else type(exc).__name__
-    full_key = next((line.split(":", 1)[1].strip() for line in text if line.strip().startswith("full_key:")), "")
-    if full_key and full_key not in first:
-        first = f"{first} (key: {full_key})"
-    return first
+def _one_line(exc: BaseException) -> str:
+    """Hydra/OmegaConf errors span lines and chain causes; keep the headline and the root reason."""
+    chain = []
+    while exc is not None:
+        chain.append(str(exc).strip())
+        exc = exc.__cause__
+    lines = chain[0].splitlines() or ["unknown error"]
+    parts = [lines[0].strip()]
+    if "To append to your config" in chain[0]:
+        parts.append("(no such key in the schema)")
+    listing = chain[0].split("Config search path", 1)[0]
+    options = [line.strip() for line in listing.split("Available options", 1)[-1].splitlines()[1:]
+               if line.startswith("\t")] if "Available options" in chain[0] else []
+    if options:
+        parts.append(f"(available: {', '.join(options)})")
+    root = chain[-1].splitlines()[0].strip() if len(chain) > 1 and chain[-1] else ""
+    if root and root not in parts[0]:
+        parts.append(f"- {root}")
+    return " ".join(parts)
 
 
 def compose(overrides: list[str] | tuple[str, ...] = (), allow_sweep: bool = False) -> Config:
@@ -407,9 +443,10 @@ def validate(cfg: Config) -> None:
     need(r.qat_bits == 0 or 2 <= r.qat_bits <= 8, f"reg.qat_bits must be 0 (off) or in 2..8, got {r.qat_bits}")
     need(r.early_stop_patience >= 0, f"reg.early_stop_patience must be >= 0, got {r.early_stop_patience}")
     need(2 <= e.bits <= 8, f"export.bits must be in 2..8, got {e.bits}")
-    for group, bits in e.group_bits.items():
-        need(group in _GROUPS, f"export.group_bits.{group} is not a tensor group (one of {', '.join(_GROUPS)})")
-        need(2 <= bits <= 8 or bits == 16, f"export.group_bits.{group} must be in 2..8 (or 16 = keep float), got {bits}")
+    for group in _GROUPS:
+        bits = getattr(e.group_bits, group)
+        need(bits in (0, 16) or 2 <= bits <= 8,
+             f"export.group_bits.{group} must be 0 (= export.bits), 2..8, or 16 (keep float), got {bits}")
     need(e.clip in ("max", "percentile", "sdclip", "mse"),
          f"export.clip must be max, percentile, sdclip or mse, got {e.clip!r}")
     need(0 < e.clip_percentile <= 100, f"export.clip_percentile must be in (0, 100], got {e.clip_percentile}")

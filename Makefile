@@ -1,0 +1,34 @@
+# pgolf: two commands on a fresh machine -- `make demo` and `make test`.
+PY ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup demo test bench lint clean
+
+setup: $(VENV)/.installed
+
+# torch first and pinned (a CPU wheel here); an unpinned torch would pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+demo: setup
+	$(BIN)/pgolf data prepare
+	$(BIN)/pgolf train run.name=demo
+
+test: setup
+	$(BIN)/pytest -q
+
+bench: setup
+	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_demo.py
+
+lint: setup
+	$(BIN)/ruff check pgolf tests bench
+
+clean:
+	rm -rf $(VENV) runs/20* runs/latest runs/sweeps

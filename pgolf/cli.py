@@ -1,0 +1,235 @@
+"""The `pgolf` command line: parse, compose the config, call a stage, render.
+
+Thin by design: every verb delegates to a plain function (experiment, fit,
+data.prepare ...) and only renders its result. `main()` is the one place that
+maps PgolfError to a one-line message on stderr and an exit code
+(1 user/config/data, 2 usage, 3 budget, 130 interrupted); PGOLF_DEBUG=1 shows
+the traceback. `--json` output alone goes to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pgolf import config as C
+from pgolf.errors import Interrupted, PgolfError, UsageError
+
+app = typer.Typer(
+    name="pgolf",
+    help="Parameter Golf experiment runner: train small LMs, quantize/prune/compress them to a byte budget, "
+         "and score them in val_bpb after the artifact round trip.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Prepare data: text -> tokenizer + challenge-format shards.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+out = Console()
+err = Console(stderr=True)
+
+Overrides = Annotated[list[str] | None, typer.Argument(
+    help="Hydra overrides: key=value or group=option, e.g. model=baseline reg.weight_decay=0.09.",
+    show_default=False)]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout and nothing else there.")]
+
+
+class RichProgress:
+    """Renders stage progress callbacks as rich bars on stderr (nothing when stderr is not a terminal)."""
+
+    def __init__(self) -> None:
+        self.enabled = err.is_terminal
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=err, transient=True)
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self) -> RichProgress:
+        if self.enabled:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.bar.stop()
+
+    def __call__(self, task: str, done: float, total: float | None, **fields) -> None:
+        if not self.enabled:
+            return
+        info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+        if task not in self.tasks:
+            self.tasks[task] = self.bar.add_task(task, total=total, info=info)
+        self.bar.update(self.tasks[task], completed=done, total=total, info=info)
+
+
+def echo(message: str) -> None:
+    err.print(message, highlight=False, markup=False)
+
+
+def compose(overrides: list[str] | None) -> C.Config:
+    return C.compose(overrides or [])
+
+
+def print_json(data: dict) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def summary_table(summary: dict, title: str) -> Table:
+    table = Table(title=title, show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("", justify="right")
+    budget = C.parse_size("16MB")
+    rows = [
+        ("params", f"{summary['params']:,}"),
+        ("val_loss (float)", f"{summary.get('val_loss', float('nan')):.4f}"),
+        ("val_bpb (float)", f"{summary.get('val_bpb', float('nan')):.4f}"),
+    ]
+    if "val_bpb_roundtrip" in summary:
+        rows.append(("val_bpb round trip (score)", f"[bold green]{summary['val_bpb_roundtrip']:.4f}[/]"))
+        rows.append(("quantization cost", f"{summary['val_bpb_roundtrip'] - summary['val_bpb']:+.4f}"))
+    if "bytes" in summary and "total" in summary["bytes"]:
+        b = summary["bytes"]
+        rows += [("model bytes", f"{b['model']:,}"), ("code bytes", f"{b['code']:,}"),
+                 ("total bytes", f"{b['total']:,}"), ("headroom to 16MB", f"{budget - b['total']:,}")]
+    if "entropy_bound_bytes" in summary:
+        rows.append(("entropy bound", f"{summary['entropy_bound_bytes']:,}"))
+    for key, label in (("val_tokens", "val tokens"), ("val_bytes", "val bytes"), ("steps", "steps")):
+        if key in summary:
+            rows.append((label, f"{summary[key]:,}"))
+    if "tokens_per_s" in summary:
+        rows.append(("train tokens/s", f"{summary['tokens_per_s']:,.0f}"))
+    if "train_time_s" in summary:
+        rows.append(("train time", f"{summary['train_time_s']:.1f} s"))
+    for label, value in rows:
+        table.add_row(label, value)
+    return table
+
+
+@data_app.command("prepare")
+def data_prepare(
+    source: Annotated[Path | None, typer.Argument(
+        help="A folder of .txt files (one document each), a .jsonl file or folder of them (field `text`); "
+             "omit for the built-in corpus (Python's own documentation).", show_default=False)] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder for tokenizer.model and the shards.")] = Path(
+        "data/builtin"),
+    vocab_size: Annotated[int, typer.Option(help="SentencePiece BPE vocabulary size.")] = 1024,
+    val_fraction: Annotated[float, typer.Option(help="Fraction of documents held out for validation.")] = 0.1,
+    name: Annotated[str, typer.Option(help="Shard name prefix ({name}_train_000000.bin).")] = "",
+    force: Annotated[bool, typer.Option(help="Redo the preparation even if a matching one exists.")] = False,
+) -> None:
+    """Turn text into a tokenizer plus train/val shards in the challenge format.
+
+    Examples: `pgolf data prepare` (built-in corpus to data/builtin);
+    `pgolf data prepare docs/ --out data/mydocs --vocab-size 4096`.
+    """
+    from pgolf.data.prepare import prepare_data
+
+    label = name or ("builtin" if source is None else out_dir.name)
+    with RichProgress() as progress:
+        prepared = prepare_data(source, out_dir, vocab_size=vocab_size, val_fraction=val_fraction, name=label,
+                                progress=progress, force=force)
+    echo(f"{prepared.dir}: {prepared.train_tokens:,} train tokens, {prepared.val_tokens:,} val tokens, "
+         f"tokenizer {prepared.tokenizer}")
+
+
+@app.command()
+def train(overrides: Overrides = None, as_json: JsonFlag = False) -> None:
+    """Train a model, export it, read the artifact back and score it.
+
+    Writes runs/<date>/<time>-<name>/ (config.yaml, metrics.jsonl, train.log, model.safetensors,
+    artifacts/, summary.json) and points runs/latest at it.
+
+    Examples: `pgolf train`; `pgolf train model=baseline train=h100_10min data=fineweb_sp1024 reg=records`.
+    """
+    from pgolf.experiment import run_train
+
+    cfg = compose(overrides)
+    with RichProgress() as progress:
+        summary = run_train(cfg, progress=progress, echo=echo)
+    if not summary:
+        return
+    if as_json:
+        print_json(summary)
+    else:
+        out.print(summary_table(summary, f"pgolf train: {summary['run_dir']}"))
+
+
+@app.command("eval")
+def eval_(
+    path: Annotated[Path, typer.Argument(help="An artifact (.pgolf), a checkpoint (.safetensors or the reference "
+                                              "script's final_model.pt) or a run directory.")],
+    overrides: Overrides = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Score a saved model in val_bpb on the configured validation data.
+
+    Examples: `pgolf eval runs/latest`; `pgolf eval final_model.pt data=fineweb_sp1024 export.eval_stride=64`.
+    """
+    from pgolf.experiment import run_eval
+
+    cfg = compose(overrides)
+    with RichProgress() as progress:
+        summary = run_eval(path, cfg, progress=progress)
+    if as_json:
+        print_json(summary)
+    else:
+        out.print(summary_table(summary, f"pgolf eval: {path}"))
+
+
+def _not_built(verb: str) -> None:
+    raise UsageError(f"`pgolf {verb}` is not built yet")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def export(ctx: typer.Context) -> None:
+    """Quantize, prune and compress a model into an artifact (not built yet)."""
+    _not_built("export")
+
+
+@app.command("fit-budget", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def fit_budget(ctx: typer.Context) -> None:
+    """Find the best val_bpb that fits a byte budget (not built yet)."""
+    _not_built("fit-budget")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def sweep(ctx: typer.Context) -> None:
+    """Run a grid of trainings/exports (not built yet)."""
+    _not_built("sweep")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def report(ctx: typer.Context) -> None:
+    """Tables and plots of a sweep (not built yet)."""
+    _not_built("report")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app, map expected failures to one line and an exit code."""
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except PgolfError as exc:
+        if os.environ.get("PGOLF_DEBUG"):
+            traceback.print_exc()
+        err.print(f"error: {exc}", highlight=False, markup=False)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err.print("error: interrupted", highlight=False, markup=False)
+        sys.exit(Interrupted.exit_code)
+    except KeyboardInterrupt:
+        err.print("error: interrupted", highlight=False, markup=False)
+        sys.exit(Interrupted.exit_code)
+    except click.ClickException as exc:
+        err.print(f"error: {exc.format_message()}", highlight=False, markup=False)
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

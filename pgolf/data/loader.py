@@ -1,0 +1,98 @@
+"""Token batches for training and evaluation, as the reference script makes them.
+
+Training reads the shards as one endless stream in file order (wrapping to the
+first shard after the last), with no shuffling. Each micro-batch, every rank
+takes the same `world_size * (local_tokens + 1)` tokens from its own copy of the
+stream and keeps its own contiguous span of `local_tokens + 1`, so ranks stay in
+lockstep without communicating and never share a token; inputs and targets are
+that span shifted by one. Validation is all validation tokens concatenated and
+cut to whole sequences plus the one extra target token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pgolf.data.shards import read_shard
+from pgolf.errors import ConfigError, DataError
+
+
+def check_vocab(num_ids: int, vocab_size: int, where: str) -> None:
+    """DataError when `where` (a tokenizer or shards) needs more token ids than the model's vocabulary has."""
+    if num_ids > vocab_size:
+        raise DataError(f"{where} needs a vocabulary of {num_ids} but model.vocab_size is {vocab_size}")
+
+
+class TokenStream:
+    """The tokens of `files` read in order as one endless stream."""
+
+    def __init__(self, files: Sequence[Path | str]):
+        if not files:
+            raise DataError("no shards to read")
+        self.files = [Path(f) for f in files]
+        self._file_index = 0
+        self._tokens = read_shard(self.files[0])
+        self._pos = 0
+        if not self._tokens.size and not any(read_shard(f).size for f in self.files[1:]):
+            raise DataError(f"shards {self.files[0]} ... hold no tokens")
+
+    def take(self, n: int) -> np.ndarray:
+        """The next `n` tokens (a new uint16 array), continuing into the next shard and wrapping after the last."""
+        chunks, remaining = [], n
+        while remaining > 0:
+            available = self._tokens.size - self._pos
+            if available <= 0:
+                self._file_index = (self._file_index + 1) % len(self.files)
+                self._tokens, self._pos = read_shard(self.files[self._file_index]), 0
+                continue
+            count = min(remaining, available)
+            chunks.append(self._tokens[self._pos:self._pos + count])
+            self._pos += count
+            remaining -= count
+        return np.concatenate(chunks) if chunks else np.zeros(0, np.uint16)
+
+
+class TrainBatches:
+    """Micro-batches (x, y) of one rank; `batch_tokens` counts all micro-batches of all ranks in a step."""
+
+    def __init__(self, files: Sequence[Path | str], batch_tokens: int, seq_len: int, grad_accum: int,
+                 rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu"):
+        sequence_tokens = world_size * grad_accum * seq_len
+        if batch_tokens <= 0 or batch_tokens % sequence_tokens:
+            raise ConfigError(f"train.batch_tokens ({batch_tokens}) must be a positive multiple of world_size * "
+                              f"train.grad_accum * train.seq_len ({world_size} * {grad_accum} * {seq_len} = "
+                              f"{sequence_tokens})")
+        if not 0 <= rank < world_size:
+            raise ConfigError(f"rank {rank} is outside world_size {world_size}")
+        self.local_tokens = batch_tokens // (world_size * grad_accum)
+        self.seq_len, self.rank, self.world_size = seq_len, rank, world_size
+        self.device = torch.device(device)
+        self.stream = TokenStream(files)
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets, int64 of shape (local_tokens // seq_len, seq_len), targets shifted by one."""
+        span = self.local_tokens + 1
+        chunk = self.stream.take(span * self.world_size)
+        local = torch.from_numpy(chunk[self.rank * span:(self.rank + 1) * span].astype(np.int64))  # (span,)
+        x = local[:-1].reshape(-1, self.seq_len)  # (B, T)
+        y = local[1:].reshape(-1, self.seq_len)  # (B, T)
+        non_blocking = self.device.type == "cuda"
+        return x.to(self.device, non_blocking=non_blocking), y.to(self.device, non_blocking=non_blocking)
+
+
+def load_val_tokens(files: Sequence[Path | str], seq_len: int, max_tokens: int = 0) -> torch.Tensor:
+    """Validation tokens (int64, 1-D): whole `seq_len` sequences plus one, from at most `max_tokens` (0 = all)."""
+    if not files:
+        raise DataError("no validation shards")
+    tokens = np.concatenate([read_shard(f) for f in files])
+    if max_tokens > 0:
+        tokens = tokens[:max_tokens + 1]
+    usable = ((tokens.size - 1) // seq_len) * seq_len
+    if usable <= 0:
+        raise DataError(f"validation shards {Path(files[0]).parent} hold {tokens.size} tokens; "
+                        f"need at least seq_len + 1 = {seq_len + 1}")
+    return torch.from_numpy(tokens[:usable + 1].astype(np.int64))

@@ -1,0 +1,225 @@
+"""Whole jobs: train -> save -> export -> read back -> score, and scoring any saved model.
+
+These are the functions the CLI verbs call. They own the run directory
+(config.yaml, train.log, metrics.jsonl, model.safetensors, artifacts/,
+summary.json) and the order of the stages; the stages themselves live in
+train/, export/ and evaluate.py.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import pgolf
+from pgolf import config as C
+from pgolf.checkpoint import build_model as build_saved_model
+from pgolf.checkpoint import load_checkpoint, save_checkpoint
+from pgolf.data.loader import TrainBatches, load_val_tokens
+from pgolf.data.shards import find_shards
+from pgolf.data.tokenizer import ByteLUTs, build_byte_luts, load_tokenizer
+from pgolf.errors import ArtifactError, DataError, Interrupted, TrainingError
+from pgolf.evaluate import EvalResult, evaluate_bpb
+from pgolf.export.artifact import export_state_dict, load_artifact, write_artifact
+from pgolf.export.code_bytes import count_code_bytes
+from pgolf.progress import ProgressFn, no_progress
+from pgolf.runs import MetricsLog, atomic_write_json, atomic_write_text, create_run_dir
+from pgolf.train.device import DeviceSetup, resolve_device
+from pgolf.train.distributed import init_distributed, shutdown
+from pgolf.train.loop import build_model, train_model
+
+ARTIFACT_SUFFIX = ".pgolf"
+PACKAGE_DIR = Path(pgolf.__file__).resolve().parent
+
+
+@dataclass
+class ValData:
+    tokens: torch.Tensor
+    luts: ByteLUTs
+    vocab_size: int
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def load_val_data(cfg: C.Config, seq_len: int, max_tokens: int) -> ValData:
+    """Validation tokens and byte LUTs, checked against the model's vocabulary."""
+    sp = load_tokenizer(Path(cfg.data.tokenizer))
+    vocab = sp.get_piece_size()
+    if vocab != cfg.model.vocab_size:
+        raise DataError(f"tokenizer {cfg.data.tokenizer} has {vocab} pieces but model.vocab_size is "
+                        f"{cfg.model.vocab_size}")
+    files = find_shards(Path(cfg.data.dir), cfg.data.val_pattern)
+    tokens = load_val_tokens(files, seq_len, max_tokens)
+    top = int(tokens.max())
+    if top >= vocab:
+        raise DataError(f"validation shards in {cfg.data.dir} hold token id {top}, beyond tokenizer "
+                        f"{cfg.data.tokenizer} ({vocab} pieces)")
+    return ValData(tokens=tokens, luts=build_byte_luts(sp, cfg.model.vocab_size), vocab_size=vocab)
+
+
+def score(model: torch.nn.Module, val: ValData, seq_len: int, stride: int, setup: DeviceSetup,
+          progress: ProgressFn = no_progress) -> EvalResult:
+    model.to(setup.device)
+    return evaluate_bpb(model, val.tokens, val.luts, seq_len, stride=stride, device=setup.device,
+                        autocast_dtype=setup.autocast_dtype, progress=progress)
+
+
+def export_and_score(state_dict: dict[str, torch.Tensor], model_config: dict, cfg: C.Config, out_path: Path,
+                     val: ValData, setup: DeviceSetup, progress: ProgressFn = no_progress) -> dict:
+    """Export to `out_path`, read it back from disk, dequantize, score. Returns summary fields."""
+    result = export_state_dict(state_dict, model_config, cfg.export, progress=progress)
+    write_artifact(out_path, result)
+    saved_config, restored = load_artifact(out_path)
+    model = build_saved_model(saved_config, restored, where=out_path)
+    rt = score(model, val, cfg.train.seq_len, cfg.export.eval_stride, setup, progress)
+    model_bytes = out_path.stat().st_size
+    code = count_code_bytes(cfg.export, PACKAGE_DIR)
+    return {
+        "artifact": str(out_path),
+        "val_loss_roundtrip": rt.loss,
+        "val_bpb_roundtrip": rt.bpb,
+        "bytes": {"model": model_bytes, "code": code, "total": model_bytes + code},
+        "entropy_bound_bytes": result.entropy_bound_bytes,
+        "export_groups": result.groups,
+    }
+
+
+def artifact_label(cfg: C.Config) -> str:
+    e = cfg.export
+    return f"int{e.bits}-{e.clip}-{e.codec}" + (f"-prune{e.prune:g}{e.prune_kind}" if e.prune > 0 else "")
+
+
+def run_train(cfg: C.Config, progress: ProgressFn = no_progress, echo: Callable[[str], None] = print) -> dict:
+    """`pgolf train`: the whole job. Returns the summary (also written to summary.json)."""
+    setup = resolve_device(cfg.device, cfg.train.compile)
+    dist_info = init_distributed(setup.device)
+    seed_everything(cfg.seed + dist_info.rank)
+    t = cfg.train
+    train_files = find_shards(Path(cfg.data.dir), cfg.data.train_pattern)
+    val = load_val_data(cfg, t.seq_len, cfg.data.val_tokens)
+    batches = TrainBatches(train_files, t.batch_tokens, t.seq_len, t.grad_accum, rank=dist_info.rank,
+                           world_size=dist_info.world_size, device=setup.device)
+
+    run_dir = create_run_dir(cfg.run.root, cfg.run.name) if dist_info.is_main else None
+    log_lines: list[str] = []
+
+    def log(message: str) -> None:
+        if dist_info.is_main:
+            log_lines.append(message)
+            atomic_write_text(run_dir / "train.log", "\n".join(log_lines) + "\n")
+            echo(message)
+
+    if dist_info.is_main:
+        atomic_write_text(run_dir / "config.yaml", C.to_yaml(cfg))
+    log(f"run: {run_dir}")
+    log(f"device: {setup.description}" + (f", {dist_info.world_size} processes" if dist_info.enabled else ""))
+    model = build_model(cfg).to(setup.device)
+    model_config = dict(model.config)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"model: {n_params:,} parameters; data: {cfg.data.name} ({len(train_files)} train shards, "
+        f"{val.tokens.numel() - 1:,} val tokens)")
+    metrics = MetricsLog(run_dir / "metrics.jsonl") if dist_info.is_main else _NullMetrics()
+    started = time.time()
+    try:
+        result = train_model(cfg, model, batches, val.tokens, val.luts, setup, dist_info, metrics, log, progress)
+    finally:
+        metrics.close()
+    if not dist_info.is_main:
+        shutdown(dist_info)
+        return {}
+    save_checkpoint(run_dir / "model.safetensors", result.state_dict, model_config)
+    summary = {
+        "run_dir": str(run_dir), "name": cfg.run.name, "seed": cfg.seed, "params": n_params,
+        "stop_reason": result.stop_reason, "steps": result.steps, "train_time_s": result.train_time_s,
+        "tokens_per_s": result.tokens_per_s, "device": setup.description,
+        "versions": {"pgolf": pgolf.__version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
+    if result.stop_reason in ("interrupted", "nan"):
+        summary["error"] = result.error or "interrupted by the user"
+        summary["wall_time_s"] = time.time() - started
+        atomic_write_json(run_dir / "summary.json", summary)
+        shutdown(dist_info)
+        if result.stop_reason == "nan":
+            raise TrainingError(f"{result.error} (saved in {run_dir / 'model.safetensors'})")
+        raise Interrupted(f"interrupted after {result.steps} steps; weights saved in {run_dir / 'model.safetensors'}")
+
+    model.load_state_dict(result.state_dict)
+    float_eval = score(model, val, t.seq_len, cfg.export.eval_stride, setup, progress)
+    log(f"float model: val_loss {float_eval.loss:.4f} val_bpb {float_eval.bpb:.4f}")
+    out_path = run_dir / "artifacts" / f"{artifact_label(cfg)}{ARTIFACT_SUFFIX}"
+    exported = export_and_score(result.state_dict, model_config, cfg, out_path, val, setup, progress)
+    log(f"round trip: val_bpb {exported['val_bpb_roundtrip']:.4f}, {exported['bytes']['total']:,} bytes total")
+    summary.update({
+        "val_loss": float_eval.loss, "val_bpb": float_eval.bpb,
+        "val_tokens": float_eval.tokens, "val_bytes": float_eval.bytes,
+        **exported,
+        "weight_diagnostics": result.diagnostics,
+        "wall_time_s": time.time() - started,
+    })
+    atomic_write_json(run_dir / "summary.json", summary)
+    shutdown(dist_info)
+    return summary
+
+
+def load_any(path: Path) -> tuple[dict, dict[str, torch.Tensor], str]:
+    """(model_config, float state dict, kind) from an artifact, a checkpoint or a run directory."""
+    path = Path(path)
+    if path.is_dir():
+        artifacts = sorted((path / "artifacts").glob(f"*{ARTIFACT_SUFFIX}"))
+        if artifacts:
+            path = artifacts[-1]
+        elif (path / "model.safetensors").is_file():
+            path = path / "model.safetensors"
+        else:
+            raise ArtifactError(f"{path}: a folder without artifacts/*{ARTIFACT_SUFFIX} or model.safetensors")
+    if not path.exists():
+        raise ArtifactError(f"{path}: no such file")
+    if path.suffix == ARTIFACT_SUFFIX:
+        config, state = load_artifact(path)
+        return config, state, f"artifact {path}"
+    config, state = load_checkpoint(path)
+    return config, state, f"checkpoint {path}"
+
+
+def run_eval(path: Path, cfg: C.Config, progress: ProgressFn = no_progress) -> dict:
+    """`pgolf eval`: score an artifact or a checkpoint on the configured validation data."""
+    setup = resolve_device(cfg.device)
+    model_config, state, kind = load_any(path)
+    model = build_saved_model(model_config, state, where=path)
+    cfg.model.vocab_size = model_config["vocab_size"]
+    val = load_val_data(cfg, cfg.train.seq_len, cfg.data.val_tokens)
+    result = score(model, val, cfg.train.seq_len, cfg.export.eval_stride, setup, progress)
+    summary = {"source": kind, "params": sum(p.numel() for p in model.parameters()), "val_loss": result.loss,
+               "val_bpb": result.bpb, "val_tokens": result.tokens, "val_bytes": result.bytes,
+               "eval_stride": cfg.export.eval_stride, "seq_len": cfg.train.seq_len}
+    if Path(path).suffix == ARTIFACT_SUFFIX:
+        summary["bytes"] = {"model": Path(path).stat().st_size}
+    return summary
+
+
+def saved_run_config(run_dir: Path) -> C.Config:
+    return C.load_yaml(Path(run_dir) / "config.yaml")
+
+
+class _NullMetrics:
+    def write(self, **record) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def summary_json(summary: dict) -> str:
+    return json.dumps(summary, indent=2)

@@ -1,0 +1,106 @@
+"""Export-time pruning: zero weights before quantization, or small levels after.
+
+Each function returns the new tensor and how many entries it set to zero, so
+the export table can show what pruning did. Counts are exact:
+`round(fraction * n)` entries (or rows, columns, heads), ties broken by index.
+
+What is non-standard here:
+- `heads` scores each block of `head_dim` rows (or columns, for the output
+  projection) by its norm within one tensor; tensors are pruned independently,
+  so a query head zeroed in c_q keeps its columns in proj.
+- `prune_selective` acts on quantized levels: it zeroes the nonzero levels
+  whose removal adds the least squared error, (|w| - 0)^2 - (w - q*s)^2, which
+  is the "zero small quantized values until it fits" trick of the records made
+  error-aware. Its fraction counts all entries of the tensor.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from pgolf.errors import ConfigError
+from pgolf.export.quantize import QuantizedTensor, as_rows
+
+STRUCTURED = ("rows", "cols", "heads")
+
+
+def _count(fraction: float, n: int, what: str) -> int:
+    if not 0 <= fraction < 1:
+        raise ConfigError(f"export.prune must be in [0, 1), got {fraction} ({what})")
+    return round(fraction * n)
+
+
+def _smallest(scores: Tensor, k: int) -> Tensor:
+    """Indices of the k smallest entries of a 1-D tensor (stable: lower index first on ties)."""
+    return torch.sort(scores, stable=True).indices[:k]
+
+
+def prune_magnitude(w: Tensor, fraction: float) -> tuple[Tensor, int]:
+    """Zero the round(fraction * numel) entries of smallest |w|."""
+    k = _count(fraction, w.numel(), "magnitude")
+    flat = w.detach().clone().reshape(-1)
+    flat[_smallest(flat.abs().float(), k)] = 0
+    return flat.reshape(w.shape), k
+
+
+def prune_global(tensors: dict[str, Tensor], fraction: float) -> tuple[dict[str, Tensor], dict[str, int]]:
+    """Zero the round(fraction * total) entries of smallest |w| across all tensors together."""
+    names = list(tensors)
+    sizes = [tensors[n].numel() for n in names]
+    k = _count(fraction, sum(sizes), "global")
+    flat = torch.cat([tensors[n].detach().float().reshape(-1) for n in names])
+    mask = torch.ones_like(flat, dtype=torch.bool)
+    mask[_smallest(flat.abs(), k)] = False
+    pruned, zeros = {}, {}
+    for name, part in zip(names, mask.split(sizes)):
+        w = tensors[name].detach().clone()
+        w.reshape(-1)[~part] = 0
+        pruned[name], zeros[name] = w, int((~part).sum())
+    return pruned, zeros
+
+
+def prune_rows(w: Tensor, fraction: float) -> tuple[Tensor, int]:
+    """Zero the round(fraction * rows) rows of smallest L2 norm; returns entries zeroed."""
+    rows = as_rows(w)  # (R, C)
+    k = _count(fraction, rows.shape[0], "rows")
+    out = rows.clone()
+    out[_smallest(rows.norm(dim=1), k)] = 0
+    return out.reshape(w.shape).to(w.dtype), k * rows.shape[1]
+
+
+def prune_cols(w: Tensor, fraction: float) -> tuple[Tensor, int]:
+    """Zero the round(fraction * cols) columns of smallest L2 norm; returns entries zeroed."""
+    rows = as_rows(w)  # (R, C)
+    k = _count(fraction, rows.shape[1], "cols")
+    out = rows.clone()
+    out[:, _smallest(rows.norm(dim=0), k)] = 0
+    return out.reshape(w.shape).to(w.dtype), k * rows.shape[0]
+
+
+def prune_heads(w: Tensor, fraction: float, head_dim: int, dim: int) -> tuple[Tensor, int]:
+    """Zero the round(fraction * heads) blocks of `head_dim` rows (dim=0) or columns (dim=1) of least norm."""
+    if w.ndim != 2 or head_dim <= 0 or w.shape[dim] % head_dim:
+        raise ConfigError(f"prune_kind=heads needs a matrix whose dim {dim} is a multiple of head_dim {head_dim}, "
+                          f"got shape {tuple(w.shape)}")
+    heads = w.shape[dim] // head_dim
+    k = _count(fraction, heads, "heads")
+    blocks = w.detach().float().transpose(0, dim).reshape(heads, -1)  # (H, head_dim * other)
+    out = blocks.clone()
+    out[_smallest(blocks.norm(dim=1), k)] = 0
+    shape_t = (w.shape[1], w.shape[0]) if dim == 1 else tuple(w.shape)
+    return out.reshape(shape_t).transpose(0, dim).contiguous().to(w.dtype), k * blocks.shape[1]
+
+
+def prune_selective(qt: QuantizedTensor, w: Tensor, fraction: float) -> tuple[QuantizedTensor, int]:
+    """Zero the round(fraction * numel) nonzero levels whose removal adds the least squared error."""
+    rows = as_rows(w)  # (R, C)
+    q = qt.q.reshape(rows.shape)
+    scale = qt.scale.float()[:, None]  # (R, 1)
+    k = _count(fraction, q.numel(), "selective")
+    cost = rows**2 - (rows - q.float() * scale) ** 2  # added squared error if zeroed
+    flat_q = q.clone().reshape(-1)
+    nonzero = torch.nonzero(flat_q).squeeze(1)
+    k = min(k, nonzero.numel())
+    flat_q[nonzero[_smallest(cost.reshape(-1)[nonzero], k)]] = 0
+    return QuantizedTensor(q=flat_q.reshape(qt.q.shape), scale=qt.scale, bits=qt.bits), k

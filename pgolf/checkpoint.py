@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from pgolf.errors import ArtifactError
@@ -42,7 +42,7 @@ def load_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
 
             with safe_open(str(path), framework="pt") as fh:
                 meta = fh.metadata() or {}
-        except (SafetensorsError, OSError, ValueError) as exc:
+        except (SafetensorError, OSError, ValueError) as exc:
             raise ArtifactError(f"{path}: not a readable safetensors file ({exc})") from exc
         config = json.loads(meta[MODEL_CONFIG_KEY]) if MODEL_CONFIG_KEY in meta else infer_model_config(state, path)
     else:

@@ -16,7 +16,6 @@ import traceback
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -73,7 +72,7 @@ class RichProgress:
 
 
 def echo(message: str) -> None:
-    err.print(message, highlight=False, markup=False)
+    err.print(message, highlight=False, markup=False, soft_wrap=True)
 
 
 def compose(overrides: list[str] | None) -> C.Config:
@@ -221,15 +220,15 @@ def main(argv: list[str] | None = None) -> None:
     except PgolfError as exc:
         if os.environ.get("PGOLF_DEBUG"):
             traceback.print_exc()
-        err.print(f"error: {exc}", highlight=False, markup=False)
+        err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        err.print("error: interrupted", highlight=False, markup=False)
+    except typer.Abort:
+        err.print("error: interrupted", highlight=False, markup=False, soft_wrap=True)
         sys.exit(Interrupted.exit_code)
     except KeyboardInterrupt:
-        err.print("error: interrupted", highlight=False, markup=False)
+        err.print("error: interrupted", highlight=False, markup=False, soft_wrap=True)
         sys.exit(Interrupted.exit_code)
-    except click.ClickException as exc:
-        err.print(f"error: {exc.format_message()}", highlight=False, markup=False)
+    except typer.TyperException as exc:
+        err.print(f"error: {exc.format_message()}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     sys.exit(code if isinstance(code, int) else 0)

@@ -436,6 +436,8 @@ def validate(cfg: Config) -> None:
         value = getattr(r, name)
         need(0 <= value <= 1, f"reg.{name} must be in [0, 1], got {value}")
     need(0 <= r.ema_decay < 1, f"reg.ema_decay must be in [0, 1), got {r.ema_decay}")
+    need(not (r.ema_decay > 0 and r.swa_start > 0), "reg.ema_decay and reg.swa_start are both set; choose EMA or SWA")
+    need(r.swa_every >= 1, f"reg.swa_every must be >= 1, got {r.swa_every}")
     need(r.decay_schedule in ("constant", "ramp", "taper"),
          f"reg.decay_schedule must be constant, ramp or taper, got {r.decay_schedule!r}")
     need(r.ln_scale in ("none", "fixed", "learned"),

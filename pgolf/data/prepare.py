@@ -136,8 +136,7 @@ def _encode_split(sp: spm.SentencePieceProcessor, docs: list[str], done: int, to
             pieces.append(np.array([BOS_ID, *ids], dtype=np.uint16))
         done += len(batch)
         progress("tokenize", done, total)
-    tokens = np.concatenate(pieces) if pieces else np.zeros(0, np.uint16)
-    return tokens, done
+    return np.concatenate(pieces), done
 
 
 def _write_split(tokens: np.ndarray, folder: Path, name: str, split: str) -> list[Path]:

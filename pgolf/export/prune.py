@@ -53,7 +53,7 @@ def prune_global(tensors: dict[str, Tensor], fraction: float) -> tuple[dict[str,
     mask = torch.ones_like(flat, dtype=torch.bool)
     mask[_smallest(flat.abs(), k)] = False
     pruned, zeros = {}, {}
-    for name, part in zip(names, mask.split(sizes)):
+    for name, part in zip(names, mask.split(sizes), strict=True):
         w = tensors[name].detach().clone()
         w.reshape(-1)[~part] = 0
         pruned[name], zeros[name] = w, int((~part).sum())

@@ -146,8 +146,10 @@ def quantize_rows(w: Tensor, bits: int, clip: str = "max", clip_percentile: floa
     if not bool(torch.isfinite(rows).all()):
         raise ArtifactError("cannot quantize a tensor with NaN or inf values")
     qmax = qmax_of(bits)
-    scale = _stored_scale(row_clip(rows, bits, clip, clip_percentile, clip_k), qmax, scale_min)  # (R,)
-    q = torch.clamp(torch.round(rows / scale[:, None]), -qmax, qmax).to(torch.int8)
+    clip_abs = row_clip(rows, bits, clip, clip_percentile, clip_k)[:, None]  # (R, 1)
+    scale = _stored_scale(clip_abs[:, 0], qmax, scale_min)  # (R,)
+    clipped = torch.maximum(torch.minimum(rows, clip_abs), -clip_abs)  # a scale floor widens the grid, not the clip
+    q = torch.clamp(torch.round(clipped / scale[:, None]), -qmax, qmax).to(torch.int8)
     return QuantizedTensor(q=q.reshape(w.shape), scale=scale.to(torch.float16), bits=bits)
 
 

@@ -30,7 +30,7 @@ from pgolf.model.gpt import GPT
 from pgolf.progress import ProgressFn, no_progress
 from pgolf.runs import MetricsLog
 from pgolf.train import regularizers as R
-from pgolf.train.averaging import WeightAverager
+from pgolf.train.averaging import make_weight_average
 from pgolf.train.device import DeviceSetup, autocast, maybe_compile
 from pgolf.train.diagnostics import weight_diagnostics
 from pgolf.train.distributed import DistInfo, all_reduce_mean, broadcast_flag, wrap_ddp
@@ -78,7 +78,7 @@ def train_model(cfg: Config, model: GPT, batches: TrainBatches, val_tokens: torc
     matrices = groups.get("matrix", [])
     qat = enable_qat(model, r.qat_bits, [n for n, _ in matrices]) if r.qat_bits else None
     pruner = GradualPruner(matrices, r.prune_sparsity, r.prune_start) if r.prune_sparsity > 0 else None
-    averager = WeightAverager(model, ema_decay=r.ema_decay, swa_start=r.swa_start, swa_every=r.swa_every)
+    averager = make_weight_average(r)
     stopper = R.EarlyStopping(r.early_stop_patience) if r.early_stop_patience else None
     gap = R.GapMonitor(r.gap_warn)
     train_model_fn = wrap_ddp(maybe_compile(model, setup), dist_info, device)
@@ -160,18 +160,19 @@ def train_model(cfg: Config, model: GPT, batches: TrainBatches, val_tokens: torc
                         R.apply_decoupled_decay([param], lr_now[role], wd * wd_mult)
             if r.l1 > 0:
                 R.apply_l1_prox([p for _, p in matrices], t.matrix_lr * mult * r.l1)
-            if pruner is not None:
-                pruner.step(frac)
-                pruner.apply_masks()
             step += 1
-            averager.update(model, step, frac)
+            frac_done = training_fraction(step, time.perf_counter() - t0, t)
+            if pruner is not None:
+                pruner.step(frac_done)
+            if averager is not None:
+                averager.update(model, step, frac_done)
             window_tokens += tokens_per_step
             now = time.perf_counter()
             train_time_s = now - t0
             if step % t.log_every == 0 or step == t.iterations:
                 tok_s = window_tokens / max(now - window_t0, 1e-9)
                 window_t0, window_tokens = now, 0
-                record = {"step": step, "train_loss": ce_value, "lr_mult": mult, "grad_norm": grad_norm,
+                record = {"step": step, "train_loss": ce_value, "lr_mult": mult, "grad_norm": float(grad_norm),
                           "wd_mult": wd_mult, "tokens_per_s": tok_s, "time_s": train_time_s}
                 record.update({f"pen_{k}": float(v) for k, v in pens.items()})
                 if dist_info.is_main:
@@ -179,7 +180,7 @@ def train_model(cfg: Config, model: GPT, batches: TrainBatches, val_tokens: torc
             progress("train", step, t.iterations, loss=ce_value, bpb=last_val.get("val_bpb", float("nan")),
                      tok_s=tok_s)
             if t.val_every > 0 and step % t.val_every == 0 and step < t.iterations:
-                last_val = _validate(model, averager, val_tokens, luts, cfg, setup, step, ce_value, metrics, gap,
+                last_val = _validate(model, val_tokens, luts, cfg, setup, step, ce_value, metrics, gap,
                                      log, dist_info)
                 snapshot = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
                 snapshot_step = step
@@ -199,9 +200,12 @@ def train_model(cfg: Config, model: GPT, batches: TrainBatches, val_tokens: torc
     if stop_reason == "nan":
         final = snapshot
     else:
-        final = averager.averaged_state_dict() if averager.active else model.state_dict()
-        if pruner is not None and averager.active:
-            final = pruner.mask_state_dict(final)
+        if pruner is not None:
+            pruner.step(1.0)  # an early stop still ends at the target sparsity
+        use_average = averager is not None and averager.n_averaged > 0
+        final = averager.averaged_state_dict(model) if use_average else model.state_dict()
+        if pruner is not None and use_average:
+            final = {k: v * pruner.masks[k] if k in pruner.masks else v for k, v in final.items()}
     final = {k: v.detach().to("cpu", copy=True).float() for k, v in final.items()}
     named_final = [(k, v) for k, v in final.items()]
     diag = weight_diagnostics(named_final, cfg.export.bits)
@@ -210,7 +214,7 @@ def train_model(cfg: Config, model: GPT, batches: TrainBatches, val_tokens: torc
                        last_val=last_val, diagnostics=diag, error=error)
 
 
-def _validate(model, averager, val_tokens, luts, cfg, setup, step, train_loss, metrics, gap, log, dist_info):
+def _validate(model, val_tokens, luts, cfg, setup, step, train_loss, metrics, gap, log, dist_info):
     """Periodic validation on the capped slice; logs BPB, the train/val gap and weight diagnostics."""
     t = cfg.train
     tokens = val_tokens if t.val_tokens <= 0 else val_tokens[: t.val_tokens + 1]

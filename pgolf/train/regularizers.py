@@ -21,6 +21,7 @@ The training loop calls these; each is a small function of tensors and the
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 
 import torch
@@ -95,7 +96,7 @@ def describe_decay(groups: dict[str, list[tuple[str, Tensor]]], cfg: RegConfig) 
     lines.append(f"decay schedule: {schedule}")
     if excluded:
         numel = sum(p.numel() for _, p in excluded)
-        names = ", ".join(sorted({name for name, _ in excluded}))
+        names = ", ".join(sorted({re.sub(r"^blocks\.\d+\.", "blocks.*.", name) for name, _ in excluded}))
         lines.append(f"no decay: {len(excluded)} tensors ({numel:,} params): {names}")
     return lines
 
@@ -193,16 +194,16 @@ def penalty_terms(named_params: NamedParams, logits: Tensor | None, cfg: RegConf
     """
     matrices = [p for name, p in named_params if param_group(name, p) == "matrix"]
     terms: dict[str, Tensor] = {}
-    if cfg.l1 > 0:
+    if cfg.l1 > 0 and matrices:
         terms["l1"] = cfg.l1 * sum(p.detach().float().abs().sum() for p in matrices)
-    if cfg.l2 > 0:
+    if cfg.l2 > 0 and matrices:
         terms["l2"] = cfg.l2 * sum(p.float().square().sum() for p in matrices)
     if cfg.z_loss > 0 and logits is not None:
         terms["z_loss"] = cfg.z_loss * z_loss(logits)
-    if cfg.qerr_penalty > 0:
+    if cfg.qerr_penalty > 0 and matrices:
         check_bits(export_bits, "export.bits")
         terms["qerr"] = cfg.qerr_penalty * sum(quant_error(p, export_bits) for p in matrices)
-    if cfg.sv_penalty > 0:
+    if cfg.sv_penalty > 0 and matrices:
         terms["sv"] = cfg.sv_penalty * sum(sv_imbalance(p) for p in matrices)
     return terms
 
@@ -216,12 +217,12 @@ def clip_gradients(params: Iterable[Tensor], max_norm: float) -> Tensor:
     The norm comes back as a 0-d tensor so the loop does not force a device
     sync every step; `float(norm)` it when logging.
     """
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
+    params = [p for p in params if p.grad is not None]
+    if not params:
         return torch.zeros(())
     if max_norm > 0:
-        return torch.nn.utils.clip_grad_norm_(grads, max_norm).detach()
-    return torch.nn.utils.get_total_norm(grads).detach()
+        return torch.nn.utils.clip_grad_norm_(params, max_norm).detach()
+    return torch.nn.utils.get_total_norm([p.grad for p in params]).detach()
 
 
 def check_finite(loss: Tensor | float, step: int, last_good_step: int) -> None:

@@ -61,7 +61,9 @@ def test_qat_forward_is_quantized_and_gradient_is_straight_through():
     # the latent weights are not themselves quantized
     assert not torch.equal(params["fc.weight"], reference.fc.weight)
 
+    assert handle.active
     handle.set_active(False)
+    assert not handle.active
     assert not torch.allclose(model(x), reference(x))
 
 
@@ -111,37 +113,66 @@ def test_switches_on_under_torch_compile_without_recompiling():
     assert not torch.allclose(on, off)
 
 
-def _train(qat_bits: int, steps: int = 400) -> nn.Module:
-    """Fit a teacher MLP with Adam; QAT (when qat_bits) on for the second half."""
+@pytest.mark.slow
+def test_switches_on_under_inductor_and_trains_through_it():
+    """The records' pitfall was with the default (inductor) backend: compile for real, forward and backward."""
+    torch.manual_seed(0)
+    model = TinyMLP()
+    x = torch.randn(16, 8)
+    plain_out = model(x).detach()
+    quant_out = quantized_copy(model, 3)(x).detach()
+    handle = enable_qat(model, 3, MATRICES)
+    torch._dynamo.reset()
+    compiled = torch.compile(model)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        off = compiled(x)
+        handle.set_active(True)
+        on = compiled(x)
+        on.square().sum().backward()
+    assert torch.allclose(off, plain_out, atol=1e-6)
+    assert torch.allclose(on, quant_out, atol=1e-6)
+    latent = dict(model.named_parameters())["fc.parametrizations.weight.original"]
+    assert latent.grad is not None and latent.grad.abs().sum() > 0
+
+
+def _train(qat_bits: int, steps: int = 800) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """Fit a teacher MLP with Adam and a linear LR decay; QAT (when qat_bits) on for the second half."""
     torch.manual_seed(1)
-    teacher = TinyMLP(d_hidden=32)
+    teacher = TinyMLP(d_hidden=64)
     x = torch.randn(512, 8)
     with torch.no_grad():
         y = teacher(x)
     torch.manual_seed(2)
-    student = TinyMLP(d_hidden=32)
+    student = TinyMLP(d_hidden=64)
     handle = enable_qat(student, qat_bits, MATRICES) if qat_bits else None
     optimizer = torch.optim.Adam(student.parameters(), lr=1e-2)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
     for step in range(steps):
         if handle is not None and step == steps // 2:
             handle.set_active(True)
         optimizer.zero_grad()
         nn.functional.mse_loss(student(x), y).backward()
         optimizer.step()
+        schedule.step()
     if handle is not None:
         handle.remove()
-    student.x, student.y = x, y
-    return student
+    return student, x, y
+
+
+@pytest.fixture(scope="module")
+def plain_run():
+    return _train(0)
 
 
 @pytest.mark.parametrize("bits", [3, 4])
-def test_qat_lowers_loss_after_quantization(bits):
-    plain, qat = _train(0), _train(bits)
-    x, y = plain.x, plain.y
+def test_qat_lowers_loss_after_quantization(bits, plain_run):
+    plain, x, y = plain_run
+    qat, _, _ = _train(bits)
     with torch.no_grad():
         plain_loss = nn.functional.mse_loss(quantized_copy(plain, bits)(x), y).item()
         qat_loss = nn.functional.mse_loss(quantized_copy(qat, bits)(x), y).item()
-    assert qat_loss < 0.5 * plain_loss, (qat_loss, plain_loss)
+    # measured with these seeds: about 3.9x lower at 3 bits, 2.4x at 4 bits (other seeds: >= 1.4x)
+    assert qat_loss < plain_loss / 1.25, (qat_loss, plain_loss)
 
 
 @pytest.mark.parametrize("bits", [1, 9])

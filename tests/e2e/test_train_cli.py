@@ -1,0 +1,158 @@
+"""`pgolf train` / `pgolf eval` as a user runs them: outputs, contracts, bad input, interruption."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pgolf.data.shards import read_shard
+from pgolf.model.gpt import GPT
+
+from .conftest import QUICK, one_line_error, run_pgolf
+
+pytestmark = pytest.mark.slow
+
+
+def test_train_writes_the_run_directory_contract(trained_run):
+    cwd, summary, proc = trained_run
+    run_dir = cwd / summary["run_dir"]
+    for name in ("config.yaml", "metrics.jsonl", "train.log", "model.safetensors", "summary.json"):
+        assert (run_dir / name).is_file(), name
+    assert (cwd / "runs" / "latest").resolve() == run_dir.resolve()
+    artifacts = list((run_dir / "artifacts").glob("*.pgolf"))
+    assert len(artifacts) == 1
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk == summary
+    for key in ("params", "val_loss", "val_bpb", "val_bpb_roundtrip", "val_tokens", "val_bytes"):
+        assert isinstance(summary[key], (int, float)), key
+    assert summary["bytes"]["model"] == artifacts[0].stat().st_size
+    assert summary["bytes"]["total"] == summary["bytes"]["model"] + summary["bytes"]["code"]
+    assert summary["steps"] == 30
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any("val_bpb" in m for m in metrics) and any("train_loss" in m for m in metrics)
+
+
+def test_json_output_is_only_json(trained_run):
+    _, summary, proc = trained_run
+    assert json.loads(proc.stdout) == summary
+    assert "val_bpb" in proc.stderr  # the human log went to stderr
+
+
+def test_eval_of_the_artifact_reproduces_the_round_trip_score(trained_run, data_overrides):
+    cwd, summary, _ = trained_run
+    proc = run_pgolf("eval", summary["artifact"], *data_overrides, "data.val_tokens=16384", "--json", cwd=cwd,
+                     check_code=0)
+    assert json.loads(proc.stdout)["val_bpb"] == pytest.approx(summary["val_bpb_roundtrip"], rel=1e-9)
+
+
+def test_eval_of_the_checkpoint_reproduces_the_float_score(trained_run, data_overrides):
+    cwd, summary, _ = trained_run
+    ckpt = cwd / summary["run_dir"] / "model.safetensors"
+    proc = run_pgolf("eval", ckpt, *data_overrides, "data.val_tokens=16384", "--json", cwd=cwd, check_code=0)
+    assert json.loads(proc.stdout)["val_bpb"] == pytest.approx(summary["val_bpb"], rel=1e-9)
+
+
+def test_eval_of_a_reference_style_final_model_pt(tmp_path, trained_run, data_overrides):
+    """A plain torch.save'd state dict (as the reference script writes) loads with weights_only and scores."""
+    cwd, summary, _ = trained_run
+    state = load_file(str(cwd / summary["run_dir"] / "model.safetensors"))
+    torch.save({k: v.bfloat16() if v.ndim == 2 else v for k, v in state.items()}, tmp_path / "final_model.pt")
+    proc = run_pgolf("eval", tmp_path / "final_model.pt", *data_overrides, "data.val_tokens=16384", "--json",
+                     cwd=cwd, check_code=0)
+    result = json.loads(proc.stdout)
+    assert result["val_bpb"] == pytest.approx(summary["val_bpb"], abs=0.02)  # bf16 weights: close, not equal
+
+
+def test_reference_baseline_state_dict_loads_into_model_baseline(tmp_path, data_overrides):
+    torch.manual_seed(0)
+    ref = GPT()  # 9x512, the reference shapes and keys
+    torch.save(ref.state_dict(), tmp_path / "final_model.pt")
+    proc = run_pgolf("eval", tmp_path / "final_model.pt", *data_overrides, "data.val_tokens=2048", "--json",
+                     cwd=tmp_path, check_code=0)
+    assert json.loads(proc.stdout)["params"] == 17_059_912
+
+
+def test_help_lists_every_verb_and_unbuilt_verbs_say_so(tmp_path):
+    proc = run_pgolf("--help", cwd=tmp_path, check_code=0)
+    for verb in ("train", "sweep", "fit-budget", "data", "export", "eval", "report"):
+        assert verb in proc.stdout
+    proc = run_pgolf("sweep", "reg.weight_decay=0,0.1", cwd=tmp_path)
+    assert proc.returncode == 2 and "not built yet" in one_line_error(proc)
+
+
+@pytest.mark.parametrize("overrides,fragment", [
+    (["data.dir=/nonexistent/place"], "/nonexistent/place"),
+    (["model.vocab_size=512"], "vocab_size"),
+    (["model.no_such=1"], "model.no_such"),
+    (["train.seq_len=abc"], "train.seq_len"),
+])
+def test_bad_input_is_one_line_error_and_writes_nothing(tmp_path, data_overrides, overrides, fragment):
+    proc = run_pgolf("train", *data_overrides, *QUICK, *overrides, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert fragment in one_line_error(proc)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_corrupt_shard_is_one_line_error(tmp_path, builtin_data):
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in builtin_data.iterdir():
+        (data / f.name).write_bytes(f.read_bytes())
+    val = next(data.glob("*_val_*.bin"))
+    val.write_bytes(val.read_bytes()[:-10])
+    proc = run_pgolf("train", f"data.dir={data}", f"data.tokenizer={data / 'tokenizer.model'}", *QUICK, cwd=tmp_path)
+    assert proc.returncode == 1 and val.name in one_line_error(proc)
+
+
+def test_corrupt_artifact_is_one_line_error(tmp_path, trained_run, data_overrides):
+    cwd, summary, _ = trained_run
+    blob = bytearray((cwd / summary["artifact"]).read_bytes())
+    blob[len(blob) // 2] ^= 0x40
+    bad = tmp_path / "bad.pgolf"
+    bad.write_bytes(bytes(blob))
+    proc = run_pgolf("eval", bad, *data_overrides, cwd=tmp_path)
+    assert proc.returncode == 1 and "bad.pgolf" in one_line_error(proc)
+
+
+def test_nan_loss_stops_keeps_weights_and_says_the_step(tmp_path, data_overrides):
+    proc = run_pgolf("train", *data_overrides, *QUICK, "train.embed_lr=1e38", "train.scalar_lr=1e38",
+                     "reg.grad_clip=0", cwd=tmp_path)
+    assert proc.returncode == 1
+    message = one_line_error(proc)
+    assert "at step" in message and "kept the weights" in message
+    run_dir = (tmp_path / "runs" / "latest").resolve()
+    weights = load_file(str(run_dir / "model.safetensors"))
+    assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_ctrl_c_saves_what_was_trained_and_exits_130(tmp_path, data_overrides):
+    cmd = [sys.executable, "-m", "pgolf", "train", *data_overrides, "train.iterations=100000", "train.val_every=0"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    metrics = None
+    while time.time() < deadline:
+        found = list((tmp_path / "runs").glob("*/*/metrics.jsonl")) if (tmp_path / "runs").exists() else []
+        if found and found[0].stat().st_size > 0:
+            metrics = found[0]
+            break
+        time.sleep(0.5)
+    assert metrics is not None, "training never logged a step"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    run_dir = metrics.parent
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["stop_reason"] == "interrupted" and summary["steps"] > 0
+    assert (run_dir / "model.safetensors").is_file()
+
+
+def test_prepared_shards_are_challenge_format(builtin_data):
+    for shard in builtin_data.glob("*.bin"):
+        tokens = read_shard(shard)
+        assert tokens[0] == 1  # each document starts with BOS

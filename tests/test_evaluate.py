@@ -23,7 +23,7 @@ def test_window_plan_scores_every_target_exactly_once(n_targets, seq_len, stride
 
 def test_sliding_windows_give_later_targets_long_context():
     plan = window_plan(2048, 256, 64)
-    for start, first, end in plan[1:]:
+    for start, first, _end in plan[1:]:
         assert first - start >= 256 - 64 - 1
 
 

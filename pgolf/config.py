@@ -217,6 +217,8 @@ class ExportConfig:
     """Percentile of |w| per row for clip=percentile."""
     clip_k: float = 12.0
     """k for clip=sdclip."""
+    scale_min: float = 0.0
+    """Floor on every row's scale (the reference export uses 1/127)."""
     float_max_numel: int = 65536
     """Tensors with at most this many elements stay floating point."""
     float_dtype: str = "float16"
@@ -231,10 +233,10 @@ class ExportConfig:
     """Compression level for zlib/zstd/lzma/brotli (-1 = each codec's maximum)."""
     shuffle: bool = False
     """Byte-shuffle scales before compressing."""
-    code_bytes: int = -1
-    """Code bytes added to the artifact size (-1 = count `code_files`)."""
+    code_bytes: int = 47642
+    """Code bytes added to the artifact size when `code_files` is empty (default: the reference train_gpt.py)."""
     code_files: list[str] = field(default_factory=list)
-    """Files whose bytes count as code (empty = pgolf's own package files, see docs/bytes.md)."""
+    """Files whose summed sizes count as code instead of `code_bytes` (e.g. your own train_gpt.py)."""
     eval_stride: int = 0
     """Sliding-window stride for scoring (0 = non-overlapping windows)."""
 
@@ -453,6 +455,8 @@ def validate(cfg: Config) -> None:
          f"export.clip must be max, percentile, sdclip or mse, got {e.clip!r}")
     need(0 < e.clip_percentile <= 100, f"export.clip_percentile must be in (0, 100], got {e.clip_percentile}")
     need(e.clip_k > 0, f"export.clip_k must be > 0, got {e.clip_k}")
+    need(e.scale_min >= 0, f"export.scale_min must be >= 0, got {e.scale_min}")
+    need(e.code_bytes >= 0, f"export.code_bytes must be >= 0, got {e.code_bytes}")
     need(0 <= e.prune < 1, f"export.prune must be in [0, 1), got {e.prune}")
     need(e.prune_kind in ("magnitude", "global", "rows", "cols", "heads", "selective"),
          f"export.prune_kind must be magnitude, global, rows, cols, heads or selective, got {e.prune_kind!r}")

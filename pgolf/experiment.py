@@ -37,7 +37,6 @@ from pgolf.train.distributed import init_distributed, shutdown
 from pgolf.train.loop import build_model, train_model
 
 ARTIFACT_SUFFIX = ".pgolf"
-PACKAGE_DIR = Path(pgolf.__file__).resolve().parent
 
 
 @dataclass
@@ -85,7 +84,7 @@ def export_and_score(state_dict: dict[str, torch.Tensor], model_config: dict, cf
     model = build_saved_model(saved_config, restored, where=out_path)
     rt = score(model, val, cfg.train.seq_len, cfg.export.eval_stride, setup, progress)
     model_bytes = out_path.stat().st_size
-    code = count_code_bytes(cfg.export, PACKAGE_DIR)
+    code = count_code_bytes(cfg.export)
     return {
         "artifact": str(out_path),
         "val_loss_roundtrip": rt.loss,

@@ -21,8 +21,8 @@ Decisions worth knowing:
   the header are not in it (they are `overhead_bytes`).
 - `export=int8_zlib` reproduces the reference quantization (per-row int8,
   99.99984th-percentile clip, fp16 scale, fp16/fp32 small tensors, zlib-9)
-  except that levels round against the stored fp16 scale and the scale floor
-  of 1/127 applies only where the config sets `scale_min` (see quantize.py);
+  (with the 1/127 scale floor, `export.scale_min`), except that levels round
+  against the stored fp16 scale (see quantize.py);
   the bytes differ from the reference's pickle+zlib: here each stream is
   deflated on its own inside pgolf's container.
 - The bytes are deterministic: no timestamps, sorted JSON keys, tensors in
@@ -163,7 +163,7 @@ def _quantize(state_dict: dict[str, Tensor], cfg: ExportConfig, model_config: di
     plans = {name: _plan(name, t, cfg) for name, t in state_dict.items()}
     to_quantize = {name: t.detach().cpu() for name, t in state_dict.items() if plans[name][0] == "quant"}
     pruned, zeros = _prune_float(to_quantize, cfg, model_config)
-    scale_min = getattr(cfg, "scale_min", 0.0)  # the reference's 1/127 floor, once the schema has the field
+    scale_min = cfg.scale_min  # the reference's 1/127 floor in export=int8_zlib
     out: QuantizedStateDict = {}
     for i, (name, t) in enumerate(state_dict.items()):
         kind, how = plans[name]

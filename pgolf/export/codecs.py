@@ -16,7 +16,11 @@ What is non-standard here:
   picks 1..16 buckets per tensor (spread-ranked, refined by Lloyd steps) and
   stores a bucket id per row. Layout: [varint K for row-bucketed streams]
   then per segment varint alphabet size m, zigzag varint smallest value, m
-  varint counts; then the ANS words (uint32 little-endian) of all segments.
+  varint counts (or m = 257 and the segment's bytes as they are, when coding
+  would not beat them: short near-uniform mantissa planes); then the ANS
+  words (uint32 little-endian) of all segments. Because of the buckets and
+  the coded scales, rans usually lands *below* the order-0 entropy bound that
+  export reports (that bound has one histogram per tensor and raw scales).
 - zlib writes raw deflate (no 6-byte wrapper) and lzma the 13-byte .lzma
   container instead of .xz's ~60: artifacts hold hundreds of streams.
 - level -1 means each codec's maximum (zlib 9, zstd 22, lzma 9, brotli 11);

@@ -135,8 +135,7 @@ def test_int8_zlib_preset_reproduces_the_reference_quantization(heavy):
     assert (cfg.bits, cfg.clip, cfg.clip_percentile) == (8, "percentile", 99.99984)
     assert (cfg.codec, cfg.codec_level) == ("zlib", 9)
     assert (cfg.float_max_numel, cfg.float_dtype, cfg.group_bits.for_group("embed", 6)) == (65536, "float16", 8)
-    if not hasattr(cfg, "scale_min"):
-        pytest.skip("export.scale_min (the reference's 1/127 scale floor) is not in the config schema yet")
+    assert cfg.scale_min == pytest.approx(1.0 / 127.0)
     w = heavy(300, 512, seed=11)  # > 65,536 elements: quantized
     assert_matches_reference(quantize_state_dict({"blocks.0.mlp.fc.weight": w}, cfg)["blocks.0.mlp.fc.weight"], w)
 

@@ -35,7 +35,7 @@ app = typer.Typer(
 data_app = typer.Typer(help="Prepare data: text -> tokenizer + challenge-format shards.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 Overrides = Annotated[list[str] | None, typer.Argument(
@@ -114,6 +114,17 @@ def summary_table(summary: dict, title: str) -> Table:
     return table
 
 
+def diagnostics_table(diagnostics: dict) -> Table:
+    """Per parameter group: the numbers that explain why a regularizer changed the artifact size."""
+    table = Table(title="final weights by group")
+    for col in ("group", "params", "rms", "exact zeros", "rounds to 0", "entropy b/weight"):
+        table.add_column(col, justify="left" if col == "group" else "right")
+    for group, d in diagnostics.items():
+        table.add_row(group, f"{int(d['numel']):,}", f"{d['rms']:.4g}", f"{d['zero_frac']:.2%}",
+                      f"{d['near_zero_frac']:.2%}", f"{d['entropy_bits']:.3f}")
+    return table
+
+
 @data_app.command("prepare")
 def data_prepare(
     source: Annotated[Path | None, typer.Argument(
@@ -160,6 +171,7 @@ def train(overrides: Overrides = None, as_json: JsonFlag = False) -> None:
     if as_json:
         print_json(summary)
     else:
+        out.print(diagnostics_table(summary["weight_diagnostics"]))
         out.print(summary_table(summary, f"pgolf train: {summary['run_dir']}"))
 
 
@@ -189,10 +201,47 @@ def _not_built(verb: str) -> None:
     raise UsageError(f"`pgolf {verb}` is not built yet")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def export(ctx: typer.Context) -> None:
-    """Quantize, prune and compress a model into an artifact (not built yet)."""
-    _not_built("export")
+def export_groups_table(summary: dict) -> Table:
+    table = Table(title="export by tensor group")
+    for col in ("group", "tensors", "params", "bits", "codec", "zeros", "entropy b/param", "bound bytes", "bytes"):
+        table.add_column(col, justify="left" if col in ("group", "codec") else "right")
+    for g in summary["export_groups"]:
+        table.add_row(g["group"], str(g["tensors"]), f"{g['params']:,}", str(g["bits"]), g["codec"],
+                      f"{g['zeros']:,}", f"{g['entropy_bits_per_param']:.3f}", f"{g['bound_bytes']:,}",
+                      f"{g['bytes']:,}")
+    groups = summary["export_groups"]
+    table.add_row("total", str(sum(g["tensors"] for g in groups)), f"{sum(g['params'] for g in groups):,}", "", "",
+                  f"{sum(g['zeros'] for g in groups):,}", "", f"{summary['entropy_bound_bytes']:,}",
+                  f"{sum(g['bytes'] for g in groups):,}", style="bold")
+    return table
+
+
+@app.command()
+def export(
+    source: Annotated[Path, typer.Argument(help="A run directory, a pgolf .safetensors checkpoint or the reference "
+                                                "script's final_model.pt.")],
+    overrides: Overrides = None,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Artifact path (default: the run's artifacts/ "
+                                                               "folder, or beside the checkpoint).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Quantize, prune and code a model into an artifact, read it back and score it.
+
+    A run directory's own data and seq_len are used unless overridden.
+
+    Examples: `pgolf export runs/latest export.bits=5 export.prune=0.02`;
+    `pgolf export final_model.pt export=int8_zlib data=fineweb_sp1024 data.val_tokens=1000000`.
+    """
+    from pgolf.experiment import config_for_source, run_export
+
+    cfg = config_for_source(source, overrides or [])
+    with RichProgress() as progress:
+        summary = run_export(source, cfg, out_file, progress=progress)
+    if as_json:
+        print_json(summary)
+    else:
+        out.print(export_groups_table(summary))
+        out.print(summary_table(summary, f"pgolf export: {summary['artifact']}"))
 
 
 @app.command("fit-budget", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -219,8 +219,8 @@ class ExportConfig:
     """k for clip=sdclip."""
     scale_min: float = 0.0
     """Floor on every row's scale (the reference export uses 1/127)."""
-    float_max_numel: int = 65536
-    """Tensors with at most this many elements stay floating point."""
+    float_max_numel: int = 0
+    """Tensors with at most this many elements stay float (0 = quantize every matrix; the reference uses 65,536)."""
     float_dtype: str = "float16"
     """Storage dtype of kept-float tensors (float16, bfloat16 or float32)."""
     prune: float = 0.0

@@ -208,8 +208,46 @@ def run_eval(path: Path, cfg: C.Config, progress: ProgressFn = no_progress) -> d
     return summary
 
 
-def saved_run_config(run_dir: Path) -> C.Config:
-    return C.load_yaml(Path(run_dir) / "config.yaml")
+def config_for_source(source: Path, overrides: list[str]) -> C.Config:
+    """Compose `overrides`; for a run directory, its saved data, model vocab and seq_len apply unless overridden.
+
+    So `pgolf export runs/latest export.bits=5` scores on the data the run was trained on.
+    """
+    cfg = C.compose(overrides)
+    saved_path = Path(source) / "config.yaml"
+    if Path(source).is_dir() and saved_path.is_file():
+        saved = C.load_yaml(saved_path)
+        keys = {item.lstrip("+~").split("=", 1)[0] for item in overrides}
+        if not any(k == "data" or k.startswith("data.") for k in keys):
+            cfg.data = saved.data
+        if "train.seq_len" not in keys and not any(k == "train" for k in keys):
+            cfg.train.seq_len = saved.train.seq_len
+    return cfg
+
+
+def default_artifact_path(source: Path, cfg: C.Config) -> Path:
+    """Inside a run directory: artifacts/<label>.pgolf; beside a file: <stem>.<label>.pgolf."""
+    source = Path(source)
+    label = artifact_label(cfg)
+    if source.is_dir():
+        return source / "artifacts" / f"{label}{ARTIFACT_SUFFIX}"
+    return source.with_name(f"{source.stem}.{label}{ARTIFACT_SUFFIX}")
+
+
+def run_export(source: Path, cfg: C.Config, out_path: Path | None = None,
+               progress: ProgressFn = no_progress) -> dict:
+    """`pgolf export`: quantize/prune/code SOURCE, write the artifact, read it back and score it."""
+    setup = resolve_device(cfg.device)
+    model_config, state, kind = load_any(source)
+    cfg.model.vocab_size = model_config["vocab_size"]
+    val = load_val_data(cfg, cfg.train.seq_len, cfg.data.val_tokens)
+    float_model = build_saved_model(model_config, state, where=source)
+    float_eval = score(float_model, val, cfg.train.seq_len, cfg.export.eval_stride, setup, progress)
+    out_path = Path(out_path) if out_path is not None else default_artifact_path(source, cfg)
+    exported = export_and_score(state, model_config, cfg, out_path, val, setup, progress)
+    return {"source": kind, "params": sum(t.numel() for t in state.values()), "val_loss": float_eval.loss,
+            "val_bpb": float_eval.bpb, "val_tokens": float_eval.tokens, "val_bytes": float_eval.bytes,
+            "export": C.to_dict(cfg)["export"], **exported}
 
 
 class _NullMetrics:

@@ -244,10 +244,60 @@ def export(
         out.print(summary_table(summary, f"pgolf export: {summary['artifact']}"))
 
 
-@app.command("fit-budget", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def fit_budget(ctx: typer.Context) -> None:
-    """Find the best val_bpb that fits a byte budget (not built yet)."""
-    _not_built("fit-budget")
+@app.command("fit-budget")
+def fit_budget(
+    source: Annotated[Path, typer.Argument(help="A run directory (its float model.safetensors), a pgolf "
+                                                ".safetensors checkpoint or the reference script's final_model.pt.")],
+    overrides: Overrides = None,
+    max_bytes: Annotated[str | None, typer.Option(
+        "--max-bytes", help="Total budget (artifact + code), e.g. 16MB, 15.5MB, 16MiB (default: budget.max_bytes).",
+        show_default=False)] = None,
+    margin: Annotated[str | None, typer.Option(
+        "--margin", help="Safety margin kept below --max-bytes (default: budget.margin).", show_default=False)] = None,
+    code_bytes: Annotated[int | None, typer.Option(
+        "--code-bytes", help="Code bytes counted in the total (default: export.code_bytes).",
+        show_default=False)] = None,
+    code: Annotated[list[Path] | None, typer.Option(
+        "--code", help="A file whose size counts as code (repeat for several); replaces --code-bytes.",
+        show_default=False)] = None,
+    val_tokens: Annotated[int, typer.Option(
+        "--val-tokens", help="Validation tokens per search evaluation (0 = all); the final score uses "
+                             "data.val_tokens.")] = 8192,
+    as_json: JsonFlag = False,
+) -> None:
+    """Search bits per tensor group, clip and pruning for the best round-trip val_bpb within a byte budget.
+
+    Writes the chosen artifact (a run's artifacts/fit-<bytes>.pgolf, or beside the checkpoint), reads it back,
+    checks its file size plus code bytes against max-bytes - margin, scores it on the validation set and writes
+    the candidate table as CSV and JSON (a run's fit/ folder). Exit 3 when no configuration fits.
+    Overrides set the base export (e.g. export.codec=zstd, export.clip=sdclip, export.clip_k=12).
+
+    Examples: `pgolf fit-budget runs/latest --max-bytes 400KB`;
+    `pgolf fit-budget final_model.pt --max-bytes 16MB --margin 20KB --code train_gpt.py data=fineweb_sp1024`.
+    """
+    from pgolf.experiment import config_for_source
+    from pgolf.fit import FitSpace
+    from pgolf.fit import fit_budget as run_fit
+    from pgolf.report import fit_table
+
+    if code_bytes is not None and code:
+        raise UsageError("give --code-bytes or --code, not both")
+    cfg = config_for_source(source, overrides or [])
+    if code_bytes is not None:
+        cfg.export.code_bytes, cfg.export.code_files = code_bytes, []
+    if code:
+        cfg.export.code_files = [str(p) for p in code]
+    budget = C.parse_size(max_bytes if max_bytes is not None else cfg.budget.max_bytes)
+    keep = C.parse_size(margin if margin is not None else cfg.budget.margin)
+    with RichProgress() as progress:
+        result = run_fit(source, cfg, budget, keep, FitSpace(val_tokens=val_tokens), progress=progress)
+    summary = result.summary
+    if as_json:
+        print_json(summary)
+    else:
+        out.print(fit_table(summary))
+        echo(f"wrote {summary['artifact']} ({summary['bytes']['total']:,} bytes with code, "
+             f"{summary['budget_used']:.2%} of the budget), {summary['csv']}, {summary['json']}")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

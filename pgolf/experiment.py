@@ -8,6 +8,7 @@ train/, export/ and evaluate.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import random
@@ -218,9 +219,11 @@ def config_for_source(source: Path, overrides: list[str]) -> C.Config:
     if Path(source).is_dir() and saved_path.is_file():
         saved = C.load_yaml(saved_path)
         keys = {item.lstrip("+~").split("=", 1)[0] for item in overrides}
-        if not any(k == "data" or k.startswith("data.") for k in keys):
-            cfg.data = saved.data
-        if "train.seq_len" not in keys and not any(k == "train" for k in keys):
+        if "data" not in keys:
+            for f in dataclasses.fields(C.DataConfig):
+                if f"data.{f.name}" not in keys:
+                    setattr(cfg.data, f.name, getattr(saved.data, f.name))
+        if "train" not in keys and "train.seq_len" not in keys:
             cfg.train.seq_len = saved.train.seq_len
     return cfg
 

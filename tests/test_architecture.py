@@ -14,8 +14,9 @@ LAYERS = {
     "model": 2, "data": 2,
     "evaluate": 3, "export": 3, "checkpoint": 3,
     "train": 4,
-    "experiment": 5, "fit": 5, "sweep": 5, "report": 5,
-    "cli": 6, "__main__": 7,
+    "experiment": 5,
+    "fit": 6, "sweep": 6, "report": 6,
+    "cli": 7, "__main__": 8,
 }
 TERMINAL_LIBS = {"typer": {"cli"}, "rich": {"cli", "report"}, "click": {"cli"}}
 CONFIG_LIBS = {"hydra": {"config"}, "omegaconf": {"config"}}

@@ -155,3 +155,18 @@ def test_prepared_shards_are_challenge_format(builtin_data):
     for shard in builtin_data.glob("*.bin"):
         tokens = read_shard(shard)
         assert tokens[0] == 1  # each document starts with BOS
+
+
+def test_fineweb_preset_reads_the_challenge_layout_as_is(tmp_path, builtin_data, trained_run):
+    """data=fineweb_sp1024 finds data/datasets/fineweb10B_sp1024/ and data/tokenizers/fineweb_1024_bpe.model."""
+    cwd, summary, _ = trained_run
+    shards = tmp_path / "data" / "datasets" / "fineweb10B_sp1024"
+    shards.mkdir(parents=True)
+    (tmp_path / "data" / "tokenizers").mkdir()
+    (shards / "fineweb_train_000000.bin").write_bytes(next(builtin_data.glob("*_train_*.bin")).read_bytes())
+    (shards / "fineweb_val_000000.bin").write_bytes(next(builtin_data.glob("*_val_*.bin")).read_bytes())
+    (tmp_path / "data" / "tokenizers" / "fineweb_1024_bpe.model").write_bytes(
+        (builtin_data / "tokenizer.model").read_bytes())
+    proc = run_pgolf("eval", cwd / summary["artifact"], "data=fineweb_sp1024", "data.val_tokens=16384", "--json",
+                     cwd=tmp_path, check_code=0)
+    assert json.loads(proc.stdout)["val_bpb"] == pytest.approx(summary["val_bpb_roundtrip"], rel=1e-9)

@@ -427,6 +427,11 @@ def validate(cfg: Config) -> None:
          f"train.batch_tokens ({t.batch_tokens}) must hold at least one sequence per micro-batch")
     need(t.iterations >= 0, f"train.iterations must be >= 0, got {t.iterations}")
     need(t.wallclock_s >= 0, f"train.wallclock_s must be >= 0, got {t.wallclock_s}")
+    need(t.log_every >= 1, f"train.log_every must be >= 1, got {t.log_every}")
+    need(t.val_every >= 0, f"train.val_every must be >= 0, got {t.val_every}")
+    for name in ("matrix_lr", "embed_lr", "head_lr", "scalar_lr", "adam_eps"):
+        value = getattr(t, name)
+        need(0 <= value < float("inf"), f"train.{name} must be finite and >= 0, got {value}")
     for name in ("weight_decay", "embed_weight_decay", "scalar_weight_decay", "l1", "l2", "z_loss",
                  "qerr_penalty", "sv_penalty", "softcap", "grad_clip", "decay_schedule_factor"):
         value = getattr(r, name)

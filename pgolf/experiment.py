@@ -36,6 +36,7 @@ from pgolf.runs import MetricsLog, atomic_write_json, atomic_write_text, create_
 from pgolf.train.device import DeviceSetup, resolve_device
 from pgolf.train.distributed import init_distributed, shutdown
 from pgolf.train.loop import build_model, train_model
+from pgolf.train.regularizers import check_no_decay_names
 
 ARTIFACT_SUFFIX = ".pgolf"
 
@@ -112,6 +113,8 @@ def run_train(cfg: C.Config, progress: ProgressFn = no_progress, echo: Callable[
     batches = TrainBatches(train_files, t.batch_tokens, t.seq_len, t.grad_accum, rank=dist_info.rank,
                            world_size=dist_info.world_size, device=setup.device)
 
+    model = build_model(cfg).to(setup.device)
+    check_no_decay_names(list(model.named_parameters()), cfg.reg)  # before anything is written
     run_dir = create_run_dir(cfg.run.root, cfg.run.name) if dist_info.is_main else None
     log_lines: list[str] = []
 
@@ -125,7 +128,6 @@ def run_train(cfg: C.Config, progress: ProgressFn = no_progress, echo: Callable[
         atomic_write_text(run_dir / "config.yaml", C.to_yaml(cfg))
     log(f"run: {run_dir}")
     log(f"device: {setup.description}" + (f", {dist_info.world_size} processes" if dist_info.enabled else ""))
-    model = build_model(cfg).to(setup.device)
     model_config = dict(model.config)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {n_params:,} parameters; data: {cfg.data.name} ({len(train_files)} train shards, "

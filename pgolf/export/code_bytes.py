@@ -21,7 +21,6 @@ from pgolf.config import ExportConfig
 from pgolf.errors import ConfigError
 
 
-
 def count_code_bytes(cfg: ExportConfig) -> int:
     """Code bytes under `cfg`: the listed files' sizes when given, else `code_bytes` (see module doc)."""
     if not cfg.code_files:

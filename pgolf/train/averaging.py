@@ -1,8 +1,9 @@
 """Weight averaging (EMA, SWA); the averaged weights are what gets saved and exported.
 
-The update rules are torch.optim.swa_utils' own (`get_ema_multi_avg_fn`,
-`get_swa_multi_avg_fn`), applied to float32 copies of the parameters kept in a
-dict by plain parameter name. Not `AveragedModel`, on purpose:
+SWA's update rule is torch.optim.swa_utils' own (`get_swa_multi_avg_fn`); EMA
+uses the same form with a warmed-up decay (`ema_decay_at`, see there). Both
+are applied to float32 copies of the parameters kept in a dict by plain
+parameter name. Not `AveragedModel`, on purpose:
 - `AveragedModel` deep-copies the whole module (and any QAT parametrization or
   compile wrapper on it) and pairs parameters by position; a dict by name
   survives QAT parametrization (`canonical_name`) and needs no module copy.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.optim.swa_utils import get_ema_multi_avg_fn, get_swa_multi_avg_fn
+from torch.optim.swa_utils import get_swa_multi_avg_fn
 
 from pgolf.config import RegConfig
 from pgolf.errors import ConfigError, TrainingError
@@ -64,15 +65,38 @@ class WeightAverage:
                 for name, value in plain_state_dict(model).items()}
 
 
+def ema_decay_at(decay: float, n_averaged: int) -> float:
+    """The decay used for the update after `n_averaged` updates: min(decay, (1 + n) / (10 + n)).
+
+    Without this warmup an EMA started from the initial weights keeps decay^t of
+    them: at decay 0.997 a 200-step run exports weights that are 55% random init
+    (measured: reg=records scored worse than a unigram model on the demo). The
+    warmup lets early updates move the average quickly; after about 3,000
+    updates at 0.997 it is the plain EMA.
+    """
+    return min(decay, (1 + n_averaged) / (10 + n_averaged))
+
+
+def _ema_with_warmup(decay: float):
+    """A swa_utils-style multi-tensor update: ema <- d * ema + (1 - d) * w with d = ema_decay_at(decay, n)."""
+
+    def update(averaged: list[Tensor], current: list[Tensor], n_averaged) -> None:
+        weight = 1.0 - ema_decay_at(decay, int(n_averaged))
+        for avg, cur in zip(averaged, current):
+            avg.lerp_(cur, weight)
+
+    return update
+
+
 class EMA(WeightAverage):
-    """Exponential moving average, updated every step: ema <- decay * ema + (1 - decay) * w."""
+    """Exponential moving average, updated every step, with a warmup of its decay (ema_decay_at)."""
 
     kind = "EMA"
 
     def __init__(self, decay: float) -> None:
         if not 0 < decay < 1:
             raise ConfigError(f"reg.ema_decay must be in (0, 1), got {decay}")
-        super().__init__(get_ema_multi_avg_fn(decay))
+        super().__init__(_ema_with_warmup(decay))
         self.decay = decay
 
     def due(self, step: int, progress_frac: float) -> bool:

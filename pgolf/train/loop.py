@@ -7,7 +7,9 @@ the validation set. Non-standard pieces:
 - `train.warmup_steps` steps run first and are then undone (model and
   optimizer state restored): they only warm kernels and torch.compile.
 - A NaN/inf loss stops training with the last finite weights kept (the live
-  ones when still finite, else the snapshot from the last validation).
+  ones when still finite, else the snapshot from the last validation whose
+  weights and loss were finite). Snapshots use plain parameter names, so
+  they stay baseline-compatible while QAT parametrizations are on.
 - Ctrl-C stops after the current step; what was trained is returned and saved.
 """
 
@@ -36,7 +38,7 @@ from pgolf.train.diagnostics import weight_diagnostics
 from pgolf.train.distributed import DistInfo, all_reduce_mean, broadcast_flag, wrap_ddp
 from pgolf.train.optim import build_optimizers, lr_multiplier, muon_momentum_at, training_fraction
 from pgolf.train.pruning import GradualPruner
-from pgolf.train.qat import enable_qat
+from pgolf.train.qat import enable_qat, plain_state_dict
 
 
 @dataclass
@@ -74,7 +76,11 @@ def train_model(cfg: Config, model: GPT, batches: TrainBatches, val_tokens: torc
     for line in R.describe_decay(groups, r):
         log(line)
     opts = build_optimizers(groups, t, tied=cfg.model.tie_embeddings)
-    decays = {role: [(p, R.decay_for(n, role, r)) for n, p in params] for role, params in groups.items()}
+    base_lr = {"matrix": t.matrix_lr, "embed": t.embed_lr, "scalar": t.scalar_lr}
+    untied_head = not cfg.model.tie_embeddings
+    decays = [(p, t.head_lr if untied_head and n.startswith("lm_head") else base_lr[role], R.decay_for(n, role, r))
+              for role, params in groups.items() for n, p in params]  # (param, base LR, wd)
+    decays = [(p, lr, wd) for p, lr, wd in decays if wd > 0]
     matrices = groups.get("matrix", [])
     qat = enable_qat(model, r.qat_bits, [n for n, _ in matrices]) if r.qat_bits else None
     pruner = GradualPruner(matrices, r.prune_sparsity, r.prune_start) if r.prune_sparsity > 0 else None
@@ -115,7 +121,7 @@ def train_model(cfg: Config, model: GPT, batches: TrainBatches, val_tokens: torc
         opts.load_state_dict(saved_opt)
         opts.zero_grad()
 
-    snapshot = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    snapshot = _finite_snapshot(model)
     snapshot_step = 0
     last_val: dict[str, float] = {}
     stop_reason = "completed"
@@ -142,22 +148,25 @@ def train_model(cfg: Config, model: GPT, batches: TrainBatches, val_tokens: torc
             ce_value = ce.item()
             if not math.isfinite(ce_value) or not all(math.isfinite(float(v)) for v in pens.values()):
                 stop_reason = "nan"
-                live_ok = all(torch.isfinite(p).all() for p in model.parameters())
-                if live_ok:
-                    snapshot = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-                    snapshot_step = step
+                live = _finite_snapshot(model)
+                if live is not None:
+                    snapshot, snapshot_step = live, step
                 error = (f"loss became {ce_value} at step {step + 1}; kept the weights from step {snapshot_step}")
                 log(error)
                 break
             grad_norm = R.clip_gradients(model.parameters(), r.grad_clip)
-            opts.step()
+            try:
+                opts.step()
+            except RuntimeError as exc:  # Adam's state can overflow before the loss shows it
+                stop_reason = "nan"
+                error = (f"optimizer step overflowed at step {step + 1} ({str(exc).splitlines()[0]}); "
+                         f"kept the weights from step {snapshot_step}")
+                log(error)
+                break
             opts.zero_grad()
             wd_mult = R.decay_multiplier(frac, r)
-            lr_now = {"matrix": t.matrix_lr * mult, "embed": t.embed_lr * mult, "scalar": t.scalar_lr * mult}
-            for role, pairs in decays.items():
-                for param, wd in pairs:
-                    if wd > 0:
-                        R.apply_decoupled_decay([param], lr_now[role], wd * wd_mult)
+            for param, lr, wd in decays:
+                R.apply_decoupled_decay([param], lr * mult, wd * wd_mult)
             if r.l1 > 0:
                 R.apply_l1_prox([p for _, p in matrices], t.matrix_lr * mult * r.l1)
             step += 1
@@ -175,6 +184,8 @@ def train_model(cfg: Config, model: GPT, batches: TrainBatches, val_tokens: torc
                 record = {"step": step, "train_loss": ce_value, "lr_mult": mult, "grad_norm": float(grad_norm),
                           "wd_mult": wd_mult, "tokens_per_s": tok_s, "time_s": train_time_s}
                 record.update({f"pen_{k}": float(v) for k, v in pens.items()})
+                if qat is not None:
+                    record["qat_active"] = qat.active
                 if dist_info.is_main:
                     metrics.write(**record)
             progress("train", step, t.iterations, loss=ce_value, bpb=last_val.get("val_bpb", float("nan")),
@@ -182,8 +193,9 @@ def train_model(cfg: Config, model: GPT, batches: TrainBatches, val_tokens: torc
             if t.val_every > 0 and step % t.val_every == 0 and step < t.iterations:
                 last_val = _validate(model, val_tokens, luts, cfg, setup, step, ce_value, metrics, gap,
                                      log, dist_info)
-                snapshot = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-                snapshot_step = step
+                live = _finite_snapshot(model) if math.isfinite(last_val["val_loss"]) else None
+                if live is not None:
+                    snapshot, snapshot_step = live, step
                 stop = stopper is not None and stopper.update(last_val["val_bpb"])
                 if broadcast_flag(stop, dist_info, device):
                     stop_reason = "early_stop"
@@ -203,6 +215,8 @@ def train_model(cfg: Config, model: GPT, batches: TrainBatches, val_tokens: torc
         if pruner is not None:
             pruner.step(1.0)  # an early stop still ends at the target sparsity
         use_average = averager is not None and averager.n_averaged > 0
+        if averager is not None and not use_average:
+            log(f"{averager.kind} never averaged (training ended at step {step}); keeping the live weights")
         final = averager.averaged_state_dict(model) if use_average else model.state_dict()
         if pruner is not None and use_average:
             final = {k: v * pruner.masks[k] if k in pruner.masks else v for k, v in final.items()}
@@ -212,6 +226,14 @@ def train_model(cfg: Config, model: GPT, batches: TrainBatches, val_tokens: torc
     return TrainResult(state_dict=final, steps=step, train_time_s=train_time_s,
                        tokens_per_s=step * tokens_per_step / max(train_time_s, 1e-9), stop_reason=stop_reason,
                        last_val=last_val, diagnostics=diag, error=error)
+
+
+def _finite_snapshot(model: GPT) -> dict[str, torch.Tensor] | None:
+    """A CPU copy of the weights under plain names, or None when any of them is NaN or infinite."""
+    state = plain_state_dict(model)
+    if not all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point()):
+        return None
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 
 def _validate(model, val_tokens, luts, cfg, setup, step, train_loss, metrics, gap, log, dist_info):

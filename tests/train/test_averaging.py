@@ -6,7 +6,7 @@ from torch import nn
 
 from pgolf.config import RegConfig
 from pgolf.errors import ConfigError, TrainingError
-from pgolf.train.averaging import EMA, SWA, make_weight_average
+from pgolf.train.averaging import EMA, SWA, ema_decay_at, make_weight_average
 from pgolf.train.qat import enable_qat
 
 
@@ -19,18 +19,35 @@ class Tiny(nn.Module):
 
 
 def test_ema_lags_a_linear_ramp_by_the_closed_form():
+    """After the decay warmup (min(decay, (1+n)/(10+n)) reaches decay at n = 80 for 0.9), the EMA of a ramp
+    w_t = w0 + c*t lags it by c*d/(1-d) (steady state of the recursion), to within d^(steps since warmup)."""
     model = Tiny()
     w0, c, decay = model.fc.weight.detach().clone(), 0.1, 0.9
     ema = EMA(decay)
-    for step in range(30):
-        ema.update(model, step, step / 30)
+    steps = 300
+    for step in range(steps):
+        ema.update(model, step, step / steps)
         with torch.no_grad():
             model.fc.weight.add_(c)
-    t = 29  # last update saw w0 + c * 29
-    expected = w0 + c * t - c * decay * (1 - decay**t) / (1 - decay)
+    t = steps - 1  # last update saw w0 + c * t
+    expected = w0 + c * t - c * decay / (1 - decay)
     averaged = ema.averaged_state_dict(model)
     assert torch.allclose(averaged["fc.weight"], expected, atol=1e-5)
     assert torch.allclose(averaged["gain"], torch.ones(3))  # a constant parameter's EMA is itself
+
+
+def test_ema_decay_warms_up_then_holds():
+    assert ema_decay_at(0.997, 0) == pytest.approx(0.1)
+    assert ema_decay_at(0.997, 10) == pytest.approx(11 / 20)
+    assert ema_decay_at(0.997, 10_000) == 0.997
+    model = Tiny()
+    ema = EMA(0.997)
+    for step in range(200):
+        with torch.no_grad():
+            model.fc.weight.add_(0.01)
+        ema.update(model, step, step / 200)
+    lag = (model.fc.weight - ema.averaged_state_dict(model)["fc.weight"]).abs().max()
+    assert lag < 0.01 * 200 * 0.5  # the warmed-up EMA keeps well under half of a 200-step drift behind
 
 
 def test_swa_is_the_mean_of_its_snapshots():

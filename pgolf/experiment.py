@@ -176,12 +176,15 @@ def run_train(cfg: C.Config, progress: ProgressFn = no_progress, echo: Callable[
 
 
 def load_any(path: Path) -> tuple[dict, dict[str, torch.Tensor], str]:
-    """(model_config, float state dict, kind) from an artifact, a checkpoint or a run directory."""
+    """(model_config, float state dict, kind) from an artifact, a checkpoint or a run directory.
+
+    A run directory means its newest artifact, or its model.safetensors when it has none.
+    """
     path = Path(path)
     if path.is_dir():
-        artifacts = sorted((path / "artifacts").glob(f"*{ARTIFACT_SUFFIX}"))
+        artifacts = sorted((path / "artifacts").glob(f"*{ARTIFACT_SUFFIX}"), key=lambda p: p.stat().st_mtime)
         if artifacts:
-            path = artifacts[-1]
+            path = artifacts[-1]  # the newest export (e.g. fit-budget's choice after the training's own)
         elif (path / "model.safetensors").is_file():
             path = path / "model.safetensors"
         else:

@@ -24,13 +24,13 @@ def test_train_writes_the_run_directory_contract(trained_run):
     for name in ("config.yaml", "metrics.jsonl", "train.log", "model.safetensors", "summary.json"):
         assert (run_dir / name).is_file(), name
     assert (cwd / "runs" / "latest").resolve() == run_dir.resolve()
-    artifacts = list((run_dir / "artifacts").glob("*.pgolf"))
-    assert len(artifacts) == 1
+    artifact = cwd / summary["artifact"]
+    assert artifact.parent == run_dir / "artifacts" and artifact.suffix == ".pgolf"
     on_disk = json.loads((run_dir / "summary.json").read_text())
     assert on_disk == summary
     for key in ("params", "val_loss", "val_bpb", "val_bpb_roundtrip", "val_tokens", "val_bytes"):
         assert isinstance(summary[key], (int, float)), key
-    assert summary["bytes"]["model"] == artifacts[0].stat().st_size
+    assert summary["bytes"]["model"] == artifact.stat().st_size
     assert summary["bytes"]["total"] == summary["bytes"]["model"] + summary["bytes"]["code"]
     assert summary["steps"] == 30
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

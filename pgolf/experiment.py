@@ -244,9 +244,13 @@ def default_artifact_path(source: Path, cfg: C.Config) -> Path:
 
 def run_export(source: Path, cfg: C.Config, out_path: Path | None = None,
                progress: ProgressFn = no_progress) -> dict:
-    """`pgolf export`: quantize/prune/code SOURCE, write the artifact, read it back and score it."""
+    """`pgolf export`: quantize/prune/code SOURCE, write the artifact, read it back and score it.
+
+    A run directory means its float weights (model.safetensors), never an earlier artifact.
+    """
     setup = resolve_device(cfg.device)
-    model_config, state, kind = load_any(source)
+    weights = Path(source) / "model.safetensors" if Path(source).is_dir() else Path(source)  # never re-quantize
+    model_config, state, kind = load_any(weights)
     cfg.model.vocab_size = model_config["vocab_size"]
     val = load_val_data(cfg, cfg.train.seq_len, cfg.data.val_tokens)
     float_model = build_saved_model(model_config, state, where=source)

@@ -9,7 +9,6 @@ train/, export/ and evaluate.py.
 from __future__ import annotations
 
 import dataclasses
-import json
 import platform
 import random
 import time
@@ -268,7 +267,3 @@ class _NullMetrics:
 
     def close(self) -> None:
         pass
-
-
-def summary_json(summary: dict) -> str:
-    return json.dumps(summary, indent=2)

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
+from pgolf.export.quantize import qmax_of
 from pgolf.train.qat import check_bits, quantize_rows
 from pgolf.train.regularizers import param_group
 
@@ -29,7 +30,7 @@ from pgolf.train.regularizers import param_group
 def weight_diagnostics(named_params: Iterable[tuple[str, Tensor]], bits: int) -> dict[str, dict[str, float]]:
     """{group: {numel, rms, zero_frac, near_zero_frac, entropy_bits}} for the groups present."""
     check_bits(bits, "export.bits")
-    qmax = 2 ** (bits - 1) - 1
+    qmax = qmax_of(bits)
     acc: dict[str, dict[str, float]] = {}
     counts: dict[str, Tensor] = {}
     for name, param in named_params:

@@ -90,7 +90,8 @@ def train_model(cfg: Config, model: GPT, batches: TrainBatches, val_tokens: torc
     train_model_fn = wrap_ddp(maybe_compile(model, setup), dist_info, device)
     tokens_per_step = t.batch_tokens
 
-    def one_step(step: int, frac: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def one_step() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Forward/backward over `grad_accum` micro-batches; the mean CE and penalties."""
         ce_total = torch.zeros((), device=device)
         pens_total: dict[str, torch.Tensor] = {}
         for micro in range(t.grad_accum):
@@ -113,8 +114,8 @@ def train_model(cfg: Config, model: GPT, batches: TrainBatches, val_tokens: torc
     if t.warmup_steps > 0:
         saved_model = copy.deepcopy(model.state_dict())
         saved_opt = copy.deepcopy(opts.state_dict())
-        for ws in range(t.warmup_steps):
-            one_step(ws, 0.0)
+        for _ in range(t.warmup_steps):
+            one_step()
             opts.step()
             opts.zero_grad()
         model.load_state_dict(saved_model)
@@ -143,7 +144,7 @@ def train_model(cfg: Config, model: GPT, batches: TrainBatches, val_tokens: torc
             opts.set_muon_momentum(muon_momentum_at(step, t))
             if qat is not None:
                 qat.set_active(frac >= r.qat_start)
-            ce, pens = one_step(step, frac)
+            ce, pens = one_step()
             ce = all_reduce_mean(ce, dist_info)
             ce_value = ce.item()
             if not math.isfinite(ce_value) or not all(math.isfinite(float(v)) for v in pens.values()):

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from pgolf.errors import ConfigError
+from pgolf.export.quantize import qmax_of
 
 _PARAM_SUFFIX = ".original"
 _PARAM_INFIX = ".parametrizations."
@@ -45,13 +46,13 @@ def check_bits(bits: int, key: str = "reg.qat_bits") -> None:
 
 def row_step(w: Tensor, bits: int) -> Tensor:
     """Quantization step of each row: row max |w| / (2^(bits-1) - 1), in float32. (R, C) -> (R, 1)."""
-    qmax = 2 ** (bits - 1) - 1
+    qmax = qmax_of(bits)
     return w.float().abs().amax(dim=-1, keepdim=True).clamp_min(1e-12) / qmax
 
 
 def quantize_rows(w: Tensor, bits: int) -> tuple[Tensor, Tensor]:
     """Integer codes in [-qmax, qmax] (int8) and the per-row step; w ~= codes * step."""
-    qmax = 2 ** (bits - 1) - 1
+    qmax = qmax_of(bits)
     step = row_step(w, bits)  # (R, 1)
     codes = torch.round(w.float() / step).clamp_(-qmax, qmax).to(torch.int8)  # (R, C)
     return codes, step

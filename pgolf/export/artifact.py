@@ -42,7 +42,7 @@ from torch import Tensor
 
 from pgolf.config import ExportConfig
 from pgolf.errors import ArtifactError, CodecError, ConfigError
-from pgolf.export import codecs
+from pgolf.export import codecs, rans
 from pgolf.export.container import pack_container, read_container
 from pgolf.export.prune import (
     prune_cols,
@@ -242,7 +242,7 @@ def _encode_group(names: list[str], raws: dict[str, dict[str, tuple[bytes, int]]
 
 def _entropy_bound_bits(value: QuantizedTensor | Tensor) -> float:
     if isinstance(value, QuantizedTensor):
-        return codecs.entropy_bits(value.q.reshape(-1).numpy()) + 8 * value.scale.numel() * 2
+        return rans.entropy_bits(value.q.reshape(-1).numpy()) + 8 * value.scale.numel() * 2
     return 8.0 * value.numel() * value.element_size()
 
 

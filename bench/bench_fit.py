@@ -24,7 +24,7 @@ from pgolf.checkpoint import build_model
 from pgolf.experiment import config_for_source, load_val_data, score
 from pgolf.export.artifact import export_state_dict, load_artifact, write_artifact
 from pgolf.export.code_bytes import count_code_bytes
-from pgolf.fit import FitSpace, _load_float, fit_budget
+from pgolf.fit import _load_float, fit_budget
 from pgolf.train.device import resolve_device
 
 GRID_BITS = (4, 5, 6, 7, 8)
@@ -64,7 +64,8 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
 
-    cfg = config_for_source(args.source, [*args.overrides, f"data.val_tokens={args.val_tokens}"])
+    cfg = config_for_source(args.source, [*args.overrides, f"data.val_tokens={args.val_tokens}",
+                                          f"fit.val_tokens={args.val_tokens}"])
     model_config, state, _ = _load_float(args.source)
     cfg.model.vocab_size = model_config["vocab_size"]
     code_bytes = count_code_bytes(cfg.export)
@@ -84,8 +85,7 @@ def main() -> None:
             src.symlink_to(Path(args.source).resolve() / "model.safetensors" if Path(args.source).is_dir()
                            else Path(args.source).resolve())
             started = time.time()
-            fit = fit_budget(src, dataclasses.replace(cfg), budget, args.margin,
-                             FitSpace(val_tokens=args.val_tokens)).summary
+            fit = fit_budget(src, dataclasses.replace(cfg), budget, args.margin).summary
             fit_s = time.time() - started
             started = time.time()
             grid_bpb, grid_total, grid_label, _ = grid_best(state, model_config, cfg, val, budget - args.margin,

@@ -260,23 +260,26 @@ def fit_budget(
     code: Annotated[list[Path] | None, typer.Option(
         "--code", help="A file whose size counts as code (repeat for several); replaces --code-bytes.",
         show_default=False)] = None,
-    val_tokens: Annotated[int, typer.Option(
-        "--val-tokens", help="Validation tokens per search evaluation (0 = all); the final score uses "
-                             "data.val_tokens.")] = 8192,
+    val_tokens: Annotated[int | None, typer.Option(
+        "--val-tokens", help="Validation tokens per search evaluation (0 = all; shorthand for fit.val_tokens, "
+                             "default 8192); the final score uses data.val_tokens.", show_default=False)] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Search bits per tensor group, clip and pruning for the best round-trip val_bpb within a byte budget.
+    """Search bits per tensor group (then per tensor), clip and pruning for the best round-trip val_bpb within a
+    byte budget.
 
     Writes the chosen artifact (a run's artifacts/fit-<bytes>.pgolf, or beside the checkpoint), reads it back,
     checks its file size plus code bytes against max-bytes - margin, scores it on the validation set and writes
-    the candidate table as CSV and JSON (a run's fit/ folder). Exit 3 when no configuration fits.
-    Overrides set the base export (e.g. export.codec=zstd, export.clip=sdclip, export.clip_k=12).
+    the candidate table as CSV and JSON and the chosen config as YAML (a run's fit/ folder). Exit 3 when no
+    configuration fits. export.* overrides set the base export (e.g. export.codec=zstd, export.clip=sdclip);
+    fit.* overrides set the search space (fit.bits, fit.embed_bits, fit.clips, fit.codecs, fit.max_prune,
+    fit.evals, fit.val_tokens ...; see conf/fit/default.yaml).
 
     Examples: `pgolf fit-budget runs/latest --max-bytes 400KB`;
+    `pgolf fit-budget runs/latest --max-bytes 420KB fit.bits=[5,6,7] fit.max_prune=0.2`;
     `pgolf fit-budget final_model.pt --max-bytes 16MB --margin 20KB --code train_gpt.py data=fineweb_sp1024`.
     """
     from pgolf.experiment import config_for_source
-    from pgolf.fit import FitSpace
     from pgolf.fit import fit_budget as run_fit
     from pgolf.report import fit_table
 
@@ -287,17 +290,20 @@ def fit_budget(
         cfg.export.code_bytes, cfg.export.code_files = code_bytes, []
     if code:
         cfg.export.code_files = [str(p) for p in code]
+    if val_tokens is not None:
+        cfg.fit.val_tokens = val_tokens
     budget = C.parse_size(max_bytes if max_bytes is not None else cfg.budget.max_bytes)
     keep = C.parse_size(margin if margin is not None else cfg.budget.margin)
     with RichProgress() as progress:
-        result = run_fit(source, cfg, budget, keep, FitSpace(val_tokens=val_tokens), progress=progress)
+        result = run_fit(source, cfg, budget, keep, progress=progress)
     summary = result.summary
     if as_json:
         print_json(summary)
     else:
         out.print(fit_table(summary))
         echo(f"wrote {summary['artifact']} ({summary['bytes']['total']:,} bytes with code, "
-             f"{summary['budget_used']:.2%} of the budget), {summary['csv']}, {summary['json']}")
+             f"{summary['budget_used']:.2%} of the budget), {summary['csv']}, {summary['json']}, "
+             f"{summary['config']}")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -211,6 +211,8 @@ class ExportConfig:
     """Default bit-width of quantized matrices (2..8)."""
     group_bits: GroupBits = field(default_factory=GroupBits)
     """Bit-width per tensor group; 0 means `bits`."""
+    tensor_bits: dict[str, int] = field(default_factory=dict)
+    """Bit-width per tensor by state-dict name (2..8, 16 = keep float); wins over group_bits and float_max_numel."""
     clip: str = "mse"
     """Clip strategy per row: max, percentile, sdclip (k * std) or mse (search)."""
     clip_percentile: float = 99.99984
@@ -250,6 +252,34 @@ class BudgetConfig:
 
 
 @dataclass
+class FitConfig:
+    bits: list[int] = field(default_factory=lambda: [4, 5, 6, 7, 8])
+    """Bit-widths tried for each non-embedding tensor group (and for single tensors when filling)."""
+    embed_bits: list[int] = field(default_factory=lambda: [5, 6, 7, 8])
+    """Bit-widths tried for the embedding group (it is the most sensitive per weight)."""
+    clips: list[str] = field(default_factory=list)
+    """Clip strategies tried (empty: the base export.clip)."""
+    sdclip_ks: list[float] = field(default_factory=lambda: [10.0, 14.0, 20.0])
+    """k values tried when fit.clips lists sdclip."""
+    codecs: list[str] = field(default_factory=list)
+    """Codecs tried (empty: the base export.codec, with auto searched as rans)."""
+    max_prune: float = 0.3
+    """Largest selective-pruning fraction the pruning fill may use (0 = no pruning)."""
+    fill: float = 0.995
+    """Pruning bisection stops once a candidate uses this share of the model-byte limit."""
+    fill_candidates: int = 3
+    """Proxy-frontier points above the budget that are pruned down to fit."""
+    evals: int = 3
+    """Fitting candidates evaluated in BPB, best proxy first (plus the uniform anchors)."""
+    val_tokens: int = 8192
+    """Validation tokens per search evaluation (0 = the whole configured set)."""
+    fisher_tokens: int = 2048
+    """Validation tokens for the Fisher sensitivity pass."""
+    fisher_seq_len: int = 128
+    """Sequence length of the Fisher pass (shorter: more per-sequence gradients per token)."""
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -258,6 +288,7 @@ class Config:
     reg: RegConfig = field(default_factory=RegConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    fit: FitConfig = field(default_factory=FitConfig)
     seed: int = 1337
     """Random seed for init, data order and dropout."""
     device: str = "auto"
@@ -335,6 +366,10 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(parts)
 
 
+_OPEN_DICTS = ("export.tensor_bits",)
+"""Dict fields keyed by data (tensor names), not schema: `key={name: value}` adds keys (Hydra's `++`)."""
+
+
 def compose(overrides: list[str] | tuple[str, ...] = (), allow_sweep: bool = False) -> Config:
     """Compose conf/config.yaml with Hydra overrides into a validated Config."""
     from hydra import compose as hydra_compose
@@ -346,8 +381,9 @@ def compose(overrides: list[str] | tuple[str, ...] = (), allow_sweep: bool = Fal
     if not allow_sweep:
         for item in overrides:
             key, _, value = item.partition("=")
-            if "," in value and not value.strip().startswith("["):
+            if "," in value and not value.strip().startswith(("[", "{")):
                 raise ConfigError(f"override {item!r} is a sweep axis; use `pgolf sweep` for several values")
+    overrides = [f"++{item}" if item.partition("=")[0] in _OPEN_DICTS else item for item in overrides]
     _register_schema()
     GlobalHydra.instance().clear()
     try:
@@ -402,6 +438,46 @@ def load_yaml(path: Path) -> Config:
 
 _GROUPS = ("embed", "attn_q", "attn_k", "attn_v", "attn_out", "mlp_in", "mlp_out", "other")
 _CODECS = ("auto", "zlib", "zstd", "lzma", "brotli", "rans")
+_CLIPS = ("max", "percentile", "sdclip", "mse")
+
+
+def fit_problems(f: FitConfig) -> list[str]:
+    """Every problem of a fit search space, each naming its key (an empty space is one)."""
+    problems = []
+    for name in ("bits", "embed_bits"):
+        values = getattr(f, name)
+        if not values:
+            problems.append(f"fit.{name} is empty: the search space has no candidates")
+        bad = [b for b in values if isinstance(b, bool) or not isinstance(b, int) or not 2 <= b <= 8]
+        if bad:
+            problems.append(f"fit.{name} values must be in 2..8, got {bad}")
+    bad_clips = [c for c in f.clips if c not in _CLIPS]
+    if bad_clips:
+        problems.append(f"fit.clips must be among {', '.join(_CLIPS)}, got {bad_clips}")
+    if "sdclip" in f.clips and not f.sdclip_ks:
+        problems.append("fit.clips has sdclip but fit.sdclip_ks is empty")
+    if any(not k > 0 for k in f.sdclip_ks):
+        problems.append(f"fit.sdclip_ks must all be > 0, got {f.sdclip_ks}")
+    bad_codecs = [c for c in f.codecs if c not in _CODECS or c == "auto"]
+    if bad_codecs:
+        problems.append(f"fit.codecs must be among {', '.join(_CODECS[1:])}, got {bad_codecs}")
+    if not 0 <= f.max_prune < 1:
+        problems.append(f"fit.max_prune must be in [0, 1), got {f.max_prune}")
+    if not 0 < f.fill <= 1:
+        problems.append(f"fit.fill must be in (0, 1], got {f.fill}")
+    for name, low in (("fill_candidates", 0), ("evals", 1), ("val_tokens", 0), ("fisher_tokens", 1),
+                      ("fisher_seq_len", 1)):
+        value = getattr(f, name)
+        if value < low:
+            problems.append(f"fit.{name} must be >= {low}, got {value}")
+    return problems
+
+
+def check_fit_config(f: FitConfig) -> None:
+    """ConfigError listing every problem of a fit search space (also for hand-built configs)."""
+    problems = fit_problems(f)
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 def validate(cfg: Config) -> None:
@@ -456,7 +532,10 @@ def validate(cfg: Config) -> None:
         bits = getattr(e.group_bits, group)
         need(bits in (0, 16) or 2 <= bits <= 8,
              f"export.group_bits.{group} must be 0 (= export.bits), 2..8, or 16 (keep float), got {bits}")
-    need(e.clip in ("max", "percentile", "sdclip", "mse"),
+    for name, bits in e.tensor_bits.items():
+        need(bits == 16 or 2 <= bits <= 8,
+             f"export.tensor_bits[{name}] must be 2..8, or 16 (keep float), got {bits}")
+    need(e.clip in _CLIPS,
          f"export.clip must be max, percentile, sdclip or mse, got {e.clip!r}")
     need(0 < e.clip_percentile <= 100, f"export.clip_percentile must be in (0, 100], got {e.clip_percentile}")
     need(e.clip_k > 0, f"export.clip_k must be > 0, got {e.clip_k}")
@@ -469,6 +548,7 @@ def validate(cfg: Config) -> None:
     need(e.float_dtype in ("float16", "bfloat16", "float32"),
          f"export.float_dtype must be float16, bfloat16 or float32, got {e.float_dtype!r}")
     need(e.eval_stride >= 0, f"export.eval_stride must be >= 0, got {e.eval_stride}")
+    problems += fit_problems(cfg.fit)
     need(cfg.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {cfg.device!r}")
     for name in ("max_bytes", "margin"):
         try:

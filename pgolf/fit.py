@@ -22,33 +22,52 @@ The search, in order (every size below is exact: the real coded bytes of every s
    Only `selective` pruning is searched: it acts on the cached quantized levels
    (its ordering is computed once per tensor), whereas float-side kinds would
    re-quantize every tensor at every step (seconds per step with clip=mse).
-5. Evaluations. BPB is measured (on the first `val_tokens` validation tokens)
+5. Raising single tensors (the upward fill). A group-level step is too
+   coarse to spend the last bytes (one bit on a whole group is ~1/8 of its
+   bytes), and pruned fills often measure worse than the unpruned mix below
+   them, which left up to 1-2% of the budget unused. So every candidate also
+   gets a copy with single tensors raised one bit-width (the next width of
+   fit.bits / fit.embed_bits), chosen greedily by proxy gain per byte from
+   the exact per-tensor sizes (at the candidate's pruning fraction), until no
+   raise fits. The leftover is then below one tensor's one-bit step. Written
+   as export.tensor_bits; labelled like `[i3=7 k0=7]` (group letter + block).
+6. Evaluations. BPB is measured (on the first `val_tokens` validation tokens)
    only for fitting candidates: the `evals` best by proxy plus two uniform
    anchors (the highest uniform bit-width that fits, and the next one up
    pruned to fit), so the result is never worse on that slice than the plain
-   "same bits everywhere" choice. The best measured candidate is chosen.
-6. Final. The choice is exported by the normal path (export_state_dict ->
+   "same bits everywhere" choice. The best measured candidate is chosen. When
+   it has a raised copy not yet measured, that copy is measured too and kept
+   if its BPB is not worse (so bytes are spent only when they do not hurt).
+7. Final. The choice is exported by the normal path (export_state_dict ->
    write_artifact), read back from disk, its file size plus code bytes checked
    against max_bytes - margin (with a corrected header estimate and a re-fill
    when the estimate was short), and scored on the full validation set
    (capped by data.val_tokens); that is the reported score.
 
+The search space is the `fit` config group (pgolf/config.py FitConfig,
+conf/fit/default.yaml): `pgolf fit-budget runs/x --max-bytes 420KB fit.bits=[5,6,7]`.
 Codec and clip are outer axes: the search runs once per (codec, clip, clip_k)
 and pools the candidates. codec=auto in the base config searches with `rans`
 (the entropy coder: exact sizes in milliseconds, and usually the smallest);
 any other codec is searched as given. Byte-shuffle is not modelled: export
 only keeps a shuffled stream when it is smaller, so predicted sizes are upper
 bounds. export.prune and export.prune_kind in the base config are ignored: pruning
-is a search variable. Nothing is written when the budget is infeasible.
+is a search variable; so are export.tensor_bits entries other than 16 (a 16
+keeps that tensor float, as in export). Nothing is written when the budget is
+infeasible. Besides the artifact, the CSV and the JSON summary, the chosen
+configuration is saved in full as YAML (fit/fit-<bytes>.yaml): exporting the
+source with its `export` section writes the same bytes.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import heapq
 import io
 import itertools
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +86,7 @@ from pgolf.export import codecs
 from pgolf.export.artifact import (
     FLOAT_DTYPES,
     check_export_config,
+    check_tensor_bits,
     export_state_dict,
     load_artifact,
     tensor_streams,
@@ -77,7 +97,6 @@ from pgolf.export.quantize import (
     GROUPS,
     QuantizedTensor,
     as_rows,
-    check_bits,
     dequantize,
     is_control,
     quantize_rows,
@@ -89,36 +108,15 @@ from pgolf.train.device import DeviceSetup, resolve_device
 
 _MAX_COMBOS = 5_000_000
 _BISECT_STEPS = 14
+_ANCHORS = ("uniform", "uniform-fill")
+"""Origins measured whatever their proxy: the plain same-bits-everywhere choices the result must not lose to."""
 
 
-@dataclass
-class FitSpace:
-    """What fit-budget may change, with defaults that suit int4..int8 exports."""
-
-    bits: tuple[int, ...] = (4, 5, 6, 7, 8)
-    """Bit-widths tried for each non-embedding tensor group."""
-    embed_bits: tuple[int, ...] = (5, 6, 7, 8)
-    """Bit-widths tried for the embedding group (it is the most sensitive per weight)."""
-    clips: tuple[str, ...] = ()
-    """Clip strategies tried (empty: the base export.clip)."""
-    sdclip_ks: tuple[float, ...] = (10.0, 14.0, 20.0)
-    """k values tried when a clip is sdclip."""
-    codecs: tuple[str, ...] = ()
-    """Codecs tried (empty: the base export.codec, with auto searched as rans)."""
-    max_prune: float = 0.3
-    """Largest selective-pruning fraction the fill may use."""
-    fill: float = 0.995
-    """Bisection stops once a pruned candidate uses this share of the model-byte limit."""
-    fill_candidates: int = 3
-    """Proxy-frontier points above the budget that are pruned down to fit."""
-    evals: int = 3
-    """Fitting candidates evaluated in BPB, best proxy first (plus the two uniform anchors)."""
-    val_tokens: int = 8192
-    """Validation tokens per search evaluation (0 = the whole configured set)."""
-    fisher_tokens: int = 2048
-    """Validation tokens for the Fisher sensitivity pass."""
-    fisher_seq_len: int = 128
-    """Sequence length of the Fisher pass (shorter: more per-sequence gradients per token)."""
+@dataclass(frozen=True)
+class _Setting:
+    clip: str
+    clip_k: float
+    codec: str
 
 
 @dataclass
@@ -138,19 +136,36 @@ class Candidate:
     """Predicted artifact file bytes (streams + header estimate), or the real file size once exported."""
     val_bpb: float | None = None
     origin: str = ""
-    """How the search reached it: knapsack, fill, uniform or uniform-fill."""
+    """How the search reached it: knapsack, fill, uniform or uniform-fill, with +bits when tensors were raised."""
+    tensor_bits: dict[str, int] = field(default_factory=dict)
+    """Single tensors whose bits differ from their group's (the upward fill)."""
+
+    def bits_of(self, name: str) -> int:
+        return self.tensor_bits.get(name, self.group_bits[tensor_group(name)])
+
+    def setting(self) -> _Setting:
+        return _Setting(self.clip, self.clip_k, self.codec)
 
     def label(self) -> str:
         bits = " ".join(f"{_SHORT[g]}{b}" for g, b in self.group_bits.items())
+        if self.tensor_bits:
+            bits += " [" + " ".join(sorted(f"{short_tensor_name(n)}={b}" for n, b in self.tensor_bits.items())) + "]"
         clip = f"sdclip{self.clip_k:g}" if self.clip == "sdclip" else self.clip
         return f"{bits} {clip} {self.codec}" + (f" prune{self.prune:.4f}" if self.prune > 0 else "")
 
-    def key(self) -> tuple:
-        return (tuple(sorted(self.group_bits.items())), self.clip, self.clip_k, self.codec, round(self.prune, 9))
 
 
 _SHORT = {"embed": "e", "attn_q": "q", "attn_k": "k", "attn_v": "v", "attn_out": "o", "mlp_in": "i", "mlp_out": "m",
           "other": "x"}
+_BLOCK_RE = re.compile(r"blocks\.(\d+)\.")
+
+
+def short_tensor_name(name: str) -> str:
+    """Label of one tensor: group letter + block index (`blocks.3.mlp.fc.weight` -> i3), else the name less
+    `.weight` (tok_emb)."""
+    match = _BLOCK_RE.match(name)
+    group = tensor_group(name)
+    return f"{_SHORT[group]}{match.group(1)}" if match and group != "other" else name.removesuffix(".weight")
 
 
 @dataclass
@@ -192,39 +207,23 @@ def budget_label(max_bytes: int) -> str:
 
 
 def output_paths(source: Path, max_bytes: int) -> dict[str, Path]:
-    """Artifact, CSV and JSON paths: <run>/artifacts/ and <run>/fit/ for a run directory, beside a file otherwise."""
+    """Artifact, CSV, JSON and config paths: <run>/artifacts/ and <run>/fit/ for a run dir, beside a file otherwise."""
     source = Path(source)
     label = budget_label(max_bytes)
     if source.is_dir():
         return {"artifact": source / "artifacts" / f"{label}{ARTIFACT_SUFFIX}",
-                "csv": source / "fit" / f"{label}.csv", "json": source / "fit" / f"{label}.json"}
+                "csv": source / "fit" / f"{label}.csv", "json": source / "fit" / f"{label}.json",
+                "config": source / "fit" / f"{label}.yaml"}
     stem = f"{source.stem}.{label}"
     return {"artifact": source.with_name(stem + ARTIFACT_SUFFIX), "csv": source.with_name(stem + ".csv"),
-            "json": source.with_name(stem + ".json")}
+            "json": source.with_name(stem + ".json"), "config": source.with_name(stem + ".yaml")}
 
 
-def check_space(space: FitSpace) -> None:
-    """ConfigError for a search space with no candidates or values export cannot use."""
-    if not space.bits or not space.embed_bits:
-        raise ConfigError("fit space has no bit-widths (bits and embed_bits must be non-empty)")
-    for name in ("bits", "embed_bits"):
-        for bits in getattr(space, name):
-            check_bits(bits, f"fit space {name}")
-    for clip in space.clips:
-        if clip not in ("max", "percentile", "sdclip", "mse"):
-            raise ConfigError(f"fit space clip {clip!r} is not one of max, percentile, sdclip, mse")
-    if "sdclip" in space.clips and not space.sdclip_ks:
-        raise ConfigError("fit space has clip sdclip but no sdclip_ks")
+def check_space(space: C.FitConfig) -> None:
+    """ConfigError for a search space with no candidates or values export cannot use (installed codecs too)."""
+    C.check_fit_config(space)
     for codec in space.codecs:
         codecs.check_codec(codec)
-    if not 0 <= space.max_prune < 1:
-        raise ConfigError(f"fit space max_prune must be in [0, 1), got {space.max_prune}")
-    if not 0 < space.fill <= 1:
-        raise ConfigError(f"fit space fill must be in (0, 1], got {space.fill}")
-    if space.evals < 1:
-        raise ConfigError(f"fit space evals must be >= 1, got {space.evals}")
-    if space.val_tokens < 0 or space.fisher_tokens < 1:
-        raise ConfigError("fit space val_tokens must be >= 0 and fisher_tokens >= 1")
 
 
 def budget_limit(max_bytes: int, margin: int) -> int:
@@ -270,12 +269,26 @@ class _SizeTable:
                  cfg: C.ExportConfig):
         self.state, self.quant_names, self.fisher, self.cfg = state, quant_names, fisher, cfg
         self.cache: dict[tuple, _Quantized] = {}
+        self.pruned_cache: dict[tuple, tuple[int, float]] = {}
 
     def get(self, name: str, bits: int, clip: str, clip_k: float, codec: str) -> _Quantized:
         key = (name, bits, clip, clip_k, codec)
         if key not in self.cache:
             self.cache[key] = self._compute(name, bits, clip, clip_k, codec)
         return self.cache[key]
+
+    def cost(self, name: str, bits: int, s: _Setting, prune: float) -> tuple[int, float]:
+        """(exact coded bytes, weighted error) of one tensor at `bits` after selective pruning at `prune`."""
+        entry = self.get(name, bits, s.clip, s.clip_k, s.codec)
+        if prune == 0:
+            return entry.q_bytes + entry.scale_bytes, entry.err
+        key = (name, bits, s, prune)
+        if key not in self.pruned_cache:
+            qt, added = pruned_levels(entry, prune)
+            q_bytes = entry.q_bytes if qt is entry.qt else len(codecs.encode(
+                s.codec, *_stream_args(tensor_streams(qt)["q"], self.cfg.codec_level)))
+            self.pruned_cache[key] = (q_bytes + entry.scale_bytes, entry.err + added)
+        return self.pruned_cache[key]
 
     def _compute(self, name: str, bits: int, clip: str, clip_k: float, codec: str) -> _Quantized:
         w = self.state[name].detach().cpu()
@@ -316,26 +329,24 @@ def pruned_levels(entry: _Quantized, prune: float) -> tuple[QuantizedTensor, flo
 
 # --------------------------------------------------------------------------- the search
 
-@dataclass
-class _Setting:
-    clip: str
-    clip_k: float
-    codec: str
-
-
 class _Search:
     """State of one fit: the model, the cached sizes, the candidates found and the evaluations spent."""
 
-    def __init__(self, state: dict[str, Tensor], model_config: dict, cfg: C.Config, space: FitSpace,
+    def __init__(self, state: dict[str, Tensor], model_config: dict, cfg: C.Config, space: C.FitConfig,
                  search_val: ValData, setup: DeviceSetup, progress: ProgressFn):
         self.state, self.model_config, self.cfg, self.space = state, model_config, cfg, space
         self.search_val, self.setup, self.progress = search_val, setup, progress
         e = cfg.export
         self.quant_names = [n for n, t in state.items() if not is_control(n) and t.numel() > e.float_max_numel
-                            and e.group_bits.for_group(tensor_group(n), e.bits) != 16]
+                            and e.group_bits.for_group(tensor_group(n), e.bits) != 16
+                            and e.tensor_bits.get(n) != 16]
         self.groups = [g for g in GROUPS if any(tensor_group(n) == g for n in self.quant_names)]
         self.evaluations = 0
         self._float_bytes: dict[str, int] = {}
+
+    def key(self, cand: Candidate) -> tuple:
+        """What the export writes: every quantized tensor's bits, clip, codec and pruning (not how it was found)."""
+        return (tuple(cand.bits_of(n) for n in self.quant_names), cand.setting(), round(cand.prune, 9))
 
     # -- sizes
     def float_bytes(self, codec: str) -> int:
@@ -374,17 +385,54 @@ class _Search:
 
     def pruned_size(self, table: _SizeTable, cand: Candidate, prune: float) -> tuple[int, float]:
         """(exact stream bytes, proxy) of `cand`'s bits at selective-pruning fraction `prune`."""
-        total, proxy = cand.stream_bytes, cand.proxy
+        total, proxy = self.float_bytes(cand.codec), 0.0
+        s = cand.setting()
         for n in self.quant_names:
-            entry = table.get(n, cand.group_bits[tensor_group(n)], cand.clip, cand.clip_k, cand.codec)
-            qt, added = pruned_levels(entry, prune)
-            if qt is entry.qt:
-                continue
-            q_stream = tensor_streams(qt)["q"]
-            q_bytes = len(codecs.encode(cand.codec, *_stream_args(q_stream, self.cfg.export.codec_level)))
-            total += q_bytes - entry.q_bytes
-            proxy += added
+            size, err = table.cost(n, cand.bits_of(n), s, prune)
+            total += size
+            proxy += err
         return total, proxy
+
+    def resized(self, table: _SizeTable, cand: Candidate, tensor_bits: dict[str, int], prune: float) -> Candidate:
+        """`cand` with other single-tensor bits and pruning, its exact size and proxy recomputed."""
+        out = dataclasses.replace(cand, tensor_bits=dict(tensor_bits), prune=prune)
+        out.stream_bytes, out.proxy = self.pruned_size(table, out, prune)
+        return out
+
+    def top_up(self, table: _SizeTable, cand: Candidate, stream_limit: int) -> Candidate | None:
+        """`cand` with single tensors raised one bit-width at a time, best proxy gain per byte first, until no
+        raise fits `stream_limit`; None when not even one fits."""
+        s, bits = cand.setting(), {n: cand.bits_of(n) for n in self.quant_names}
+
+        def raise_of(n: str) -> tuple | None:
+            up = [b for b in self.bits_for(tensor_group(n)) if b > bits[n]]
+            if not up:
+                return None
+            size_now, err_now = table.cost(n, bits[n], s, cand.prune)
+            size_up, err_up = table.cost(n, up[0], s, cand.prune)
+            gain, extra = err_now - err_up, size_up - size_now
+            if gain <= 0:
+                return None
+            return (-(gain / extra) if extra > 0 else -math.inf, n, up[0], extra)
+
+        heap = [r for r in map(raise_of, self.quant_names) if r is not None]
+        heapq.heapify(heap)
+        size, raised = cand.stream_bytes, False
+        while heap:
+            _, n, up, extra = heapq.heappop(heap)
+            if size + extra > stream_limit:
+                continue  # the room only shrinks: this raise never fits later
+            bits[n], size, raised = up, size + extra, True
+            nxt = raise_of(n)
+            if nxt is not None:
+                heapq.heappush(heap, nxt)
+            self.progress("fit: raise tensors", size, stream_limit)
+        if not raised:
+            return None
+        tensor_bits = {n: b for n, b in bits.items() if b != cand.group_bits[tensor_group(n)]}
+        out = self.resized(table, cand, tensor_bits, cand.prune)
+        out.origin = cand.origin + "+bits"
+        return out
 
     def fill(self, table: _SizeTable, cand: Candidate, stream_limit: int) -> Candidate | None:
         """`cand` (over the limit at prune 0) pruned to fit by bisection on exact sizes; None if max_prune won't do."""
@@ -436,7 +484,7 @@ class _Search:
             if filled is not None:
                 out.append(filled)
         out += self.uniform_anchors(options, idx, sizes, make, table, stream_limit)
-        return out
+        return out + [t for t in (self.top_up(table, c, stream_limit) for c in out) if t is not None]
 
     def uniform_anchors(self, options, idx, sizes, make, table, stream_limit) -> list[Candidate]:
         """The highest uniform bit-width that fits, and the next one up pruned to fit."""
@@ -459,20 +507,16 @@ class _Search:
 
     def smallest(self, table: _SizeTable, s: _Setting) -> int:
         """Exact stream bytes of the cheapest point: lowest bits everywhere, at prune 0 or max_prune."""
-        bits = {g: min(self.bits_for(g)) for g in self.groups}
-        base = sum(table.get(n, bits[tensor_group(n)], s.clip, s.clip_k, s.codec).q_bytes
-                   + table.get(n, bits[tensor_group(n)], s.clip, s.clip_k, s.codec).scale_bytes
-                   for n in self.quant_names)
-        cand = Candidate(group_bits=bits, clip=s.clip, clip_k=s.clip_k, codec=s.codec, prune=0.0,
-                         stream_bytes=base, proxy=0.0)
-        return min(base, self.pruned_size(table, cand, self.space.max_prune)[0]) + self.float_bytes(s.codec)
+        cand = Candidate(group_bits={g: min(self.bits_for(g)) for g in self.groups}, clip=s.clip, clip_k=s.clip_k,
+                         codec=s.codec, prune=0.0, stream_bytes=0, proxy=0.0)
+        return min(self.pruned_size(table, cand, 0.0)[0], self.pruned_size(table, cand, self.space.max_prune)[0])
 
     # -- evaluation
     def dequantized_state(self, table: _SizeTable, cand: Candidate) -> dict[str, Tensor]:
         out = {}
         for name, t in self.state.items():
             if name in self.quant_names:
-                entry = table.get(name, cand.group_bits[tensor_group(name)], cand.clip, cand.clip_k, cand.codec)
+                entry = table.get(name, cand.bits_of(name), cand.clip, cand.clip_k, cand.codec)
                 out[name] = dequantize(pruned_levels(entry, cand.prune)[0])
             else:
                 dtype = "float32" if is_control(name) else self.cfg.export.float_dtype
@@ -484,17 +528,43 @@ class _Search:
         model = build_saved_model(self.model_config, state, where="fit candidate")
         return score(model, self.search_val, self.cfg.train.seq_len, self.cfg.export.eval_stride, self.setup).bpb
 
+    def measure(self, table: _SizeTable, cand: Candidate) -> float:
+        """Search-slice BPB of `cand` (stored on it)."""
+        cand.val_bpb = self.evaluate(self.dequantized_state(table, cand))
+        return cand.val_bpb
+
+    def choose(self, table: _SizeTable, pool: list[Candidate], stream_limit: int, header_bytes: int
+               ) -> tuple[Candidate, list[Candidate]]:
+        """(best measured candidate, all measured): the `evals` best by proxy and the anchors, then the winner's
+        raised copy when it was not measured yet, kept only if its BPB is not worse."""
+        ranked = sorted(pool, key=lambda c: c.proxy)
+        measured = ranked[: self.space.evals] + [c for c in ranked[self.space.evals :] if c.origin in _ANCHORS]
+        for i, cand in enumerate(measured):
+            self.measure(table, cand)
+            self.progress("fit: evaluate", i + 1, len(measured), bpb=cand.val_bpb)
+        chosen = min(measured, key=lambda c: (c.val_bpb, c.model_bytes))
+        raised = self.top_up(table, chosen, stream_limit)
+        if raised is not None and self.key(raised) not in {self.key(c) for c in measured}:
+            raised.model_bytes = raised.stream_bytes + header_bytes
+            self.measure(table, raised)
+            measured.append(raised)
+            if raised.val_bpb <= chosen.val_bpb:
+                chosen = raised
+        return chosen, measured
+
 
 def export_config_of(cand: Candidate, base: C.ExportConfig) -> C.ExportConfig:
-    """The ExportConfig that writes `cand` (every group's bits explicit)."""
+    """The ExportConfig that writes `cand` (every group's bits explicit, raised tensors and kept-float ones named)."""
     bits = {g: cand.group_bits.get(g, base.group_bits.for_group(g, base.bits)) for g in GROUPS}
+    kept_float = {n: 16 for n, b in base.tensor_bits.items() if b == 16}
     return dataclasses.replace(
-        base, bits=max(cand.group_bits.values()), group_bits=C.GroupBits(**bits), clip=cand.clip,
+        base, bits=max(cand.group_bits.values()), group_bits=C.GroupBits(**bits),
+        tensor_bits={**kept_float, **cand.tensor_bits}, clip=cand.clip,
         clip_k=cand.clip_k if cand.clip == "sdclip" else base.clip_k, codec=cand.codec, prune=cand.prune,
         prune_kind="selective")
 
 
-def _settings(cfg: C.ExportConfig, space: FitSpace) -> list[_Setting]:
+def _settings(cfg: C.ExportConfig, space: C.FitConfig) -> list[_Setting]:
     clips = space.clips or (cfg.clip,)
     codec_list = space.codecs or (("rans",) if cfg.codec == "auto" else (cfg.codec,))
     out = []
@@ -521,16 +591,18 @@ def _header_overhead(state: dict[str, Tensor], model_config: dict, base: C.Expor
 
 # --------------------------------------------------------------------------- the verb
 
-def fit_budget(source: Path, cfg: C.Config, max_bytes: int, margin: int = 0, space: FitSpace | None = None,
+def fit_budget(source: Path, cfg: C.Config, max_bytes: int, margin: int = 0,
                progress: ProgressFn = no_progress) -> FitResult:
-    """`pgolf fit-budget`: search, export the best fitting candidate, verify it on disk, score it, write tables."""
+    """`pgolf fit-budget`: search cfg.fit, export the best fitting candidate, verify it on disk, score it, write
+    tables and the chosen config."""
     started = time.time()
-    space = space or FitSpace()
+    space = cfg.fit
     limit_total = budget_limit(max_bytes, margin)
     check_space(space)
     check_export_config(cfg.export)
     code_bytes = count_code_bytes(cfg.export)
     model_config, state, kind = _load_float(source)
+    check_tensor_bits(cfg.export, list(state))
     cfg.model.vocab_size = model_config["vocab_size"]
     setup = resolve_device(cfg.device)
     val = load_val_data(cfg, cfg.train.seq_len, cfg.data.val_tokens)
@@ -551,11 +623,13 @@ def fit_budget(source: Path, cfg: C.Config, max_bytes: int, margin: int = 0, spa
 
     pool: dict[tuple, Candidate] = {}
     smallest = None
+    stream_limit = limit_model - overhead - slack
     for s in settings:
-        stream_limit = limit_model - overhead - slack
         for cand in search.candidates(table, s, stream_limit):
             cand.model_bytes = cand.stream_bytes + overhead + slack
-            pool.setdefault(cand.key(), cand)
+            key = search.key(cand)
+            if key not in pool or cand.origin in _ANCHORS:  # an anchor is always measured; keep it as one
+                pool[key] = cand
         size = search.smallest(table, s) + overhead + code_bytes
         smallest = size if smallest is None else min(smallest, size)
     if not pool:
@@ -563,13 +637,7 @@ def fit_budget(source: Path, cfg: C.Config, max_bytes: int, margin: int = 0, spa
                           f"smallest configuration reachable is {smallest:,} bytes total ({code_bytes:,} of them code)")
 
     float_search_bpb = search.evaluate(state)
-    ranked = sorted(pool.values(), key=lambda c: c.proxy)
-    to_eval = ranked[: space.evals] + [c for c in ranked[space.evals :] if c.origin.startswith("uniform")]
-    for i, cand in enumerate(to_eval):
-        cand.val_bpb = search.evaluate(search.dequantized_state(table, cand))
-        progress("fit: evaluate", i + 1, len(to_eval), bpb=cand.val_bpb)
-    chosen = min(to_eval, key=lambda c: (c.val_bpb, c.model_bytes))
-
+    chosen, to_eval = search.choose(table, list(pool.values()), stream_limit, overhead + slack)
     chosen, export_cfg, blob_result = _export_verified(search, table, chosen, cfg, limit_model)
     evaluated = to_eval if chosen in to_eval else [*to_eval, chosen]
     paths = output_paths(source, max_bytes)
@@ -603,42 +671,38 @@ def fit_budget(source: Path, cfg: C.Config, max_bytes: int, margin: int = 0, spa
         "header_overhead_bytes": blob_result.overhead_bytes,
         "wall_time_s": time.time() - started,
         "candidates": rows,
-        "csv": str(paths["csv"]), "json": str(paths["json"]),
+        "csv": str(paths["csv"]), "json": str(paths["json"]), "config": str(paths["config"]),
     }
     atomic_write_text(paths["csv"], rows_csv(rows))
+    atomic_write_text(paths["config"], C.to_yaml(dataclasses.replace(cfg, export=export_cfg)))
     atomic_write_json(paths["json"], summary)
     return FitResult(summary=summary, candidates=evaluated)
 
 
 def _export_verified(search: _Search, table: _SizeTable, chosen: Candidate, cfg: C.Config, limit_model: int):
-    """Real export of `chosen`; when the header estimate was short, re-fill with the measured overhead (3 tries)."""
+    """Real export of `chosen`; when the header estimate was short, shrink it to the measured overhead (3 tries)."""
     for _ in range(3):
         export_cfg = export_config_of(chosen, cfg.export)
         result = export_state_dict(search.state, search.model_config, export_cfg)
         if result.model_bytes <= limit_model:
             return chosen, export_cfg, result
-        stream_limit = limit_model - result.overhead_bytes - 16
-        refilled = search.fill(table, dataclasses.replace(chosen, prune=0.0, stream_bytes=_unpruned_bytes(
-            search, table, chosen), proxy=_unpruned_proxy(search, table, chosen)), stream_limit)
-        if refilled is None:
+        shrunk = _shrink(search, table, chosen, limit_model - result.overhead_bytes - 16)
+        if shrunk is None:
             break
-        refilled.val_bpb = search.evaluate(search.dequantized_state(table, refilled))
-        chosen = refilled
+        search.measure(table, shrunk)
+        chosen = shrunk
     raise BudgetError(f"fit-budget: the chosen export ({chosen.label()}) does not fit {limit_model:,} model bytes "
                       "after re-filling; lower --max-bytes headroom or widen the search space")
 
 
-def _unpruned_bytes(search: _Search, table: _SizeTable, cand: Candidate) -> int:
-    total = search.float_bytes(cand.codec)
-    for n in search.quant_names:
-        entry = table.get(n, cand.group_bits[tensor_group(n)], cand.clip, cand.clip_k, cand.codec)
-        total += entry.q_bytes + entry.scale_bytes
-    return total
-
-
-def _unpruned_proxy(search: _Search, table: _SizeTable, cand: Candidate) -> float:
-    return sum(table.get(n, cand.group_bits[tensor_group(n)], cand.clip, cand.clip_k, cand.codec).err
-               for n in search.quant_names)
+def _shrink(search: _Search, table: _SizeTable, cand: Candidate, stream_limit: int) -> Candidate | None:
+    """`cand` under a lower stream limit: its tensor raises redone, else its group bits re-pruned and raised."""
+    base = search.resized(table, cand, {}, cand.prune)
+    if base.stream_bytes > stream_limit:
+        base = search.fill(table, search.resized(table, cand, {}, 0.0), stream_limit)
+        if base is None:
+            return None
+    return search.top_up(table, base, stream_limit) or base
 
 
 # --------------------------------------------------------------------------- tables

@@ -40,6 +40,12 @@ def test_presets_change_what_they_say():
     (["reg.weight_decay=0,0.1"], "pgolf sweep"),
     (["export.group_bits.mlp_in=9"], "export.group_bits.mlp_in"),
     (["export.group_bits.embedd=8"], "export.group_bits.embedd"),
+    (["fit.bits=[]"], "fit.bits is empty"),
+    (["fit.embed_bits=[5,9]"], "fit.embed_bits values must be in 2..8"),
+    (["fit.max_prune=1.5"], "fit.max_prune"),
+    (["fit.codecs=[snappy]"], "fit.codecs"),
+    (["fit.bitz=[5]"], "fit.bitz"),
+    (["export.tensor_bits={blocks.0.mlp.fc.weight:9}"], "export.tensor_bits[blocks.0.mlp.fc.weight]"),
 ])
 def test_bad_override_is_one_line_error_naming_the_key(override, fragment):
     with pytest.raises(ConfigError) as info:
@@ -51,8 +57,24 @@ def test_bad_override_is_one_line_error_naming_the_key(override, fragment):
 
 def test_validation_reports_every_problem_together():
     with pytest.raises(ConfigError) as info:
-        C.compose(["reg.weight_decay=-1", "reg.dropout=2"])
-    assert "reg.weight_decay" in str(info.value) and "reg.dropout" in str(info.value)
+        C.compose(["reg.weight_decay=-1", "reg.dropout=2", "fit.bits=[]", "fit.evals=0"])
+    for key in ("reg.weight_decay", "reg.dropout", "fit.bits", "fit.evals"):
+        assert key in str(info.value)
+
+
+def test_fit_overrides_set_the_search_space_and_leave_the_rest():
+    default = C.compose([]).fit
+    fit = C.compose(["fit.bits=[5,6,7]", "fit.max_prune=0.2", "fit.clips=[mse,sdclip]"]).fit
+    assert (fit.bits, fit.max_prune, fit.clips) == ([5, 6, 7], 0.2, ["mse", "sdclip"])
+    assert default.bits != fit.bits and (fit.embed_bits, fit.evals) == (default.embed_bits, default.evals)
+
+
+def test_tensor_bits_take_dotted_tensor_names_and_survive_the_saved_config(tmp_path):
+    cfg = C.compose(["export.tensor_bits={blocks.0.mlp.fc.weight:7,tok_emb.weight:16}"])
+    assert cfg.export.tensor_bits == {"blocks.0.mlp.fc.weight": 7, "tok_emb.weight": 16}
+    path = tmp_path / "config.yaml"
+    path.write_text(C.to_yaml(cfg))
+    assert C.load_yaml(path).export.tensor_bits == cfg.export.tensor_bits
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -78,7 +100,7 @@ def test_saved_config_round_trips(tmp_path):
 
 def test_every_field_has_a_docstring():
     for cls in (C.RunConfig, C.DataConfig, C.ModelConfig, C.TrainConfig, C.RegConfig, C.ExportConfig, C.GroupBits,
-                C.BudgetConfig):
+                C.BudgetConfig, C.FitConfig):
         docs = C.field_docs(cls)
         missing = [f.name for f in C.dataclasses.fields(cls) if f.name not in docs]
         assert not missing, f"{cls.__name__} fields without a docstring: {missing}"

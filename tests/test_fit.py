@@ -1,4 +1,5 @@
-"""fit.py on a small random GPT: exact sizes, fill never over the limit, selective-pruning order, Pareto, checks."""
+"""fit.py on a small random GPT: exact sizes, fills never over the limit, single-tensor raises, selective-pruning
+order, the choice among measured candidates, Pareto, checks."""
 
 import pytest
 import torch
@@ -6,12 +7,14 @@ import torch
 from pgolf import config as C
 from pgolf.errors import ConfigError
 from pgolf.export.artifact import export_state_dict
+from pgolf.export.container import read_container
 from pgolf.export.prune import prune_selective
-from pgolf.export.quantize import quantize_rows
+from pgolf.export.quantize import quantize_rows, tensor_group
 from pgolf.fit import (
-    FitSpace,
+    Candidate,
     _Search,
     _Setting,
+    _shrink,
     _SizeTable,
     budget_limit,
     check_space,
@@ -19,6 +22,7 @@ from pgolf.fit import (
     output_paths,
     pareto_front,
     pruned_levels,
+    short_tensor_name,
 )
 from pgolf.model.gpt import GPT
 from pgolf.progress import no_progress
@@ -33,27 +37,40 @@ def search():
     state = {n: (torch.randn_like(t) * 0.05 if t.ndim == 2 else t.clone()) for n, t in model.state_dict().items()}
     cfg = C.Config()
     cfg.export.clip = "max"
-    s = _Search(state, dict(MODEL), cfg, FitSpace(bits=(4, 6, 8), embed_bits=(6, 8)), None, None, no_progress)
+    s = _Search(state, dict(MODEL), cfg, C.FitConfig(bits=[4, 6, 8], embed_bits=[6, 8]), None, None, no_progress)
     fisher = {n: torch.rand_like(state[n]) for n in s.quant_names}
     return s, _SizeTable(state, s.quant_names, fisher, cfg.export)
 
 
-def _real_model_bytes(s, cand):
-    return export_state_dict(s.state, s.model_config, export_config_of(cand, s.cfg.export)).model_bytes
+SETTING = _Setting("max", 12.0, "rans")
+
+
+def _uniform(s, table, bits):
+    cand = Candidate(group_bits=dict.fromkeys(s.groups, bits), clip="max", clip_k=12.0, codec="rans", prune=0.0,
+                     stream_bytes=0, proxy=0.0)
+    return s.resized(table, cand, {}, 0.0)
+
+
+def _limit(s, table, share):
+    """A stream limit `share` of the way from the smallest reachable size to all-int8 (so the budget bites)."""
+    low, high = s.smallest(table, SETTING), _uniform(s, table, 8).stream_bytes
+    return int(low + share * (high - low))
 
 
 def test_predicted_stream_bytes_plus_overhead_equal_a_real_export(search):
     s, table = search
-    setting = _Setting("max", 12.0, "rans")
-    for cand in s.candidates(table, setting, stream_limit=40_000):
+    cands = s.candidates(table, SETTING, _limit(s, table, 0.6))
+    assert any(c.prune > 0 for c in cands) and any(c.tensor_bits for c in cands)
+    for cand in cands:
         result = export_state_dict(s.state, s.model_config, export_config_of(cand, s.cfg.export))
-        assert result.model_bytes - result.overhead_bytes == cand.stream_bytes
+        assert result.model_bytes - result.overhead_bytes == cand.stream_bytes, cand.label()
 
 
-@pytest.mark.parametrize("stream_limit", [25_000, 32_000, 45_000])
-def test_every_candidate_fits_its_limit_and_fill_uses_it(search, stream_limit):
+@pytest.mark.parametrize("share", [0.2, 0.5, 0.8])
+def test_every_candidate_fits_its_limit_and_fill_uses_it(search, share):
     s, table = search
-    cands = s.candidates(table, _Setting("max", 12.0, "rans"), stream_limit)
+    stream_limit = _limit(s, table, share)
+    cands = s.candidates(table, SETTING, stream_limit)
     assert cands
     for cand in cands:
         assert cand.stream_bytes <= stream_limit
@@ -63,9 +80,79 @@ def test_every_candidate_fits_its_limit_and_fill_uses_it(search, stream_limit):
     assert all(c.stream_bytes >= s.space.fill * stream_limit or c.prune < 1e-3 for c in filled)
 
 
+def test_raised_tensors_spend_the_leftover_fit_and_reach_the_file(search):
+    s, table = search
+    raised = [(c, limit) for limit in (_limit(s, table, share) for share in (0.2, 0.35, 0.5, 0.65, 0.8))
+              for c in s.candidates(table, SETTING, limit) if c.tensor_bits]
+    assert len(raised) >= 3
+    for cand, stream_limit in raised:
+        parent = s.resized(table, cand, {}, cand.prune)
+        assert parent.stream_bytes < cand.stream_bytes <= stream_limit and cand.proxy < parent.proxy
+        assert all(b > cand.group_bits[tensor_group(n)] and b in s.bits_for(tensor_group(n))
+                   for n, b in cand.tensor_bits.items())
+        for n in s.quant_names:  # no single further raise that lowers the proxy still fits
+            up = [b for b in s.bits_for(tensor_group(n)) if b > cand.bits_of(n)]
+            if up:
+                (size_now, err_now), (size_up, err_up) = (table.cost(n, b, SETTING, cand.prune)
+                                                          for b in (cand.bits_of(n), up[0]))
+                assert cand.stream_bytes + size_up - size_now > stream_limit or err_up >= err_now, n
+        blob = export_state_dict(s.state, s.model_config, export_config_of(cand, s.cfg.export)).blob
+        records = read_container(blob)[0]["tensors"]
+        assert {r["name"]: r["bits"] for r in records if r["kind"] == "quant"} == \
+            {n: cand.bits_of(n) for n in s.quant_names}
+
+
+def _measured_as(s, monkeypatch, bpb_of):
+    """BPB by origin instead of a model; evals=1, so the uniform anchor's raised copy is measured after the pick."""
+    def measure(table, cand):
+        cand.val_bpb = bpb_of(cand)
+        return cand.val_bpb
+    monkeypatch.setattr(s, "measure", measure)
+    monkeypatch.setattr(s.space, "evals", 1)
+
+
+def _between_uniform_6_and_8(s, table):
+    return (_uniform(s, table, 6).stream_bytes + _uniform(s, table, 8).stream_bytes) // 2
+
+
+def test_choose_keeps_the_winners_raised_copy_when_it_is_not_worse(search, monkeypatch):
+    s, table = search
+    limit = _between_uniform_6_and_8(s, table)
+    _measured_as(s, monkeypatch, lambda c: {"uniform": 1.0, "uniform+bits": 0.99}.get(c.origin, 2.0))
+    chosen, measured = s.choose(table, s.candidates(table, SETTING, limit), limit, 0)
+    uniform = next(c for c in measured if c.origin == "uniform")
+    assert chosen.origin == "uniform+bits" and chosen in measured
+    assert uniform.stream_bytes < chosen.stream_bytes <= limit
+
+
+def test_choose_drops_a_raised_copy_that_measures_worse(search, monkeypatch):
+    s, table = search
+    limit = _between_uniform_6_and_8(s, table)
+    _measured_as(s, monkeypatch, lambda c: 1.0 if c.origin == "uniform" else 1.01 if c.tensor_bits else 2.0)
+    chosen, measured = s.choose(table, s.candidates(table, SETTING, limit), limit, 0)
+    assert chosen.origin == "uniform" and not chosen.tensor_bits
+    assert any(c.origin == "uniform+bits" for c in measured)  # it was measured, then refused
+
+
+def test_shrink_redoes_the_raises_under_a_lower_limit(search):
+    """The path taken when the real header is longer than estimated: the same group bits, fewer raises."""
+    s, table = search
+    limit = _between_uniform_6_and_8(s, table)
+    raised = next(c for c in s.candidates(table, SETTING, limit) if c.tensor_bits and c.prune == 0)
+    lower = raised.stream_bytes - 300
+    shrunk = _shrink(s, table, raised, lower)
+    assert shrunk.stream_bytes <= lower and shrunk.group_bits == raised.group_bits and shrunk.prune == 0
+    assert shrunk.stream_bytes > s.resized(table, raised, {}, 0.0).stream_bytes  # still raised where room is left
+
+
+def test_short_tensor_names_in_labels():
+    assert [short_tensor_name(n) for n in ("blocks.3.mlp.fc.weight", "blocks.0.attn.c_k.weight", "tok_emb.weight",
+                                           "lm_head.weight")] == ["i3", "k0", "tok_emb", "lm_head"]
+
+
 def test_fill_keeps_a_measured_fit_when_sizes_are_not_monotone(search, monkeypatch):
     s, table = search
-    cand = s.candidates(table, _Setting("max", 12.0, "rans"), 10**9)[0]
+    cand = s.candidates(table, SETTING, 10**9)[0]
     limit = cand.stream_bytes - 500
     real = s.pruned_size
 
@@ -90,10 +177,9 @@ def test_fast_selective_pruning_matches_export(search):
 
 def test_smallest_is_below_every_candidate(search):
     s, table = search
-    setting = _Setting("max", 12.0, "rans")
-    smallest = s.smallest(table, setting)
-    assert all(c.stream_bytes >= smallest for c in s.candidates(table, setting, 10**9))
-    assert s.candidates(table, setting, smallest - 1) == []
+    smallest = s.smallest(table, SETTING)
+    assert all(c.stream_bytes >= smallest for c in s.candidates(table, SETTING, _limit(s, table, 0.5)))
+    assert s.candidates(table, SETTING, smallest - 1) == []
 
 
 def test_pareto_front_marks_only_undominated_points():
@@ -107,12 +193,13 @@ def test_bad_budgets_are_config_errors(max_bytes, margin):
         budget_limit(max_bytes, margin)
 
 
-@pytest.mark.parametrize("space", [FitSpace(bits=()), FitSpace(embed_bits=()), FitSpace(bits=(9,)),
-                                   FitSpace(max_prune=1.0), FitSpace(clips=("nope",)), FitSpace(codecs=("nope",))])
-def test_empty_or_bad_search_space_is_rejected(space):
-    with pytest.raises(Exception) as info:
-        check_space(space)
-    assert "fit space" in str(info.value) or "codec" in str(info.value)
+@pytest.mark.parametrize(("change", "key"), [({"bits": []}, "fit.bits"), ({"embed_bits": []}, "fit.embed_bits"),
+                                             ({"bits": [9]}, "fit.bits"), ({"max_prune": 1.0}, "fit.max_prune"),
+                                             ({"clips": ["nope"]}, "fit.clips"), ({"codecs": ["nope"]}, "fit.codecs")])
+def test_empty_or_bad_search_space_is_rejected(change, key):
+    with pytest.raises(ConfigError) as info:
+        check_space(C.FitConfig(**change))
+    assert key in str(info.value) and "\n" not in str(info.value)
 
 
 def test_output_paths_in_a_run_dir_and_beside_a_file(tmp_path):

@@ -11,6 +11,11 @@ Decisions worth knowing:
   does; other tensors with <= `float_max_numel` elements, or in a group whose
   `group_bits` is 16, as `float_dtype`. Everything else is quantized at
   `group_bits.<group>` (0 = `bits`), one int8 level per value.
+- `tensor_bits` names single tensors and wins over both rules above: 2..8
+  quantizes the tensor at that width whatever its size, 16 keeps it float.
+  A name that is not in the state dict, or a control tensor, is a ConfigError.
+  The per-tensor bits are in each record (`bits`), so the header's export
+  info does not repeat the mapping (it would cost bytes in the budget).
 - Each quantized tensor has two streams, `q` (int8 levels, row-major) and
   `scale` (fp16 per row); a float tensor has one, `data`. All little-endian.
 - `codec=auto` encodes each tensor group with every installed codec and keeps
@@ -69,7 +74,7 @@ from pgolf.runs import atomic_write_bytes
 FORMAT = "pgolf-artifact"
 FLOAT_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 PRUNE_KINDS = ("magnitude", "global", "rows", "cols", "heads", "selective")
-_HEAD_DIM_OF_GROUP = {"attn_q": 0, "attn_k": 0, "attn_v": 0, "attn_out": 1}
+_ATTN_PART = {"attn_q": "q", "attn_k": "k", "attn_v": "v", "attn_out": "proj"}
 
 QuantizedStateDict = dict[str, "QuantizedTensor | Tensor"]
 """Name -> QuantizedTensor (quantized) or a tensor in its storage float dtype (kept float)."""
@@ -101,6 +106,9 @@ def check_export_config(cfg: ExportConfig) -> None:
         bits = cfg.group_bits.for_group(group, cfg.bits)
         if bits != 16:
             check_bits(bits, f"export.group_bits.{group}")
+    for name, bits in cfg.tensor_bits.items():
+        if bits != 16:
+            check_bits(bits, f"export.tensor_bits[{name}]")
     if cfg.clip not in CLIPS:
         raise ConfigError(f"export.clip must be one of {', '.join(CLIPS)}, got {cfg.clip!r}")
     if cfg.float_dtype not in FLOAT_DTYPES:
@@ -119,6 +127,9 @@ def _plan(name: str, t: Tensor, cfg: ExportConfig) -> tuple[str, int | str]:
         raise ArtifactError(f"tensor {name} has dtype {t.dtype}; export handles floating-point tensors only")
     if is_control(name):
         return "float", "float32"
+    if name in cfg.tensor_bits:
+        bits = cfg.tensor_bits[name]
+        return ("float", cfg.float_dtype) if bits == 16 else ("quant", bits)
     bits = cfg.group_bits.for_group(tensor_group(name), cfg.bits)
     if t.numel() <= cfg.float_max_numel or bits == 16:
         return "float", cfg.float_dtype
@@ -149,17 +160,45 @@ def _prune_float(weights: dict[str, Tensor], cfg: ExportConfig,
             out[name], zeros[name] = prune_rows(w, cfg.prune)
         elif cfg.prune_kind == "cols":
             out[name], zeros[name] = prune_cols(w, cfg.prune)
-        elif tensor_group(name) in _HEAD_DIM_OF_GROUP:
-            dim = _HEAD_DIM_OF_GROUP[tensor_group(name)]
-            out[name], zeros[name] = prune_heads(w, cfg.prune, _head_dim(model_config), dim)
         else:
             out[name], zeros[name] = w, 0
+    if cfg.prune_kind == "heads":
+        _prune_heads(out, zeros, cfg.prune, _head_dim(model_config))
     return out, zeros
+
+
+def _prune_heads(weights: dict[str, Tensor], zeros: dict[str, int], fraction: float, head_dim: int) -> None:
+    """Whole-head pruning of every attention layer whose four matrices are all quantized (in `weights`)."""
+    layers: dict[str, dict[str, str]] = {}
+    for name in weights:
+        part = _ATTN_PART.get(tensor_group(name))
+        if part:
+            layers.setdefault(name.rsplit(".attn.", 1)[0], {})[part] = name
+    for names in layers.values():
+        if len(names) < len(_ATTN_PART):
+            continue  # a matrix of this layer is kept float: its heads are left whole
+        pruned, made = prune_heads({part: weights[name] for part, name in names.items()}, fraction, head_dim)
+        for part, name in names.items():
+            weights[name] = pruned[part]
+            zeros[name] = int((pruned[part] == 0).sum()) - int((weights[name] == 0).sum()) if False else 0
+        zeros[names["q"]] = made
+
+
+def check_tensor_bits(cfg: ExportConfig, names: list[str]) -> None:
+    """ConfigError when export.tensor_bits names a tensor the state dict lacks, or a control tensor."""
+    for name in cfg.tensor_bits:
+        if name not in names:
+            example = next((n for n in names if tensor_group(n) != "other"), names[0] if names else "")
+            raise ConfigError(f"export.tensor_bits names {name!r}, which is not a tensor of this model "
+                              f"(names look like {example!r})")
+        if is_control(name):
+            raise ConfigError(f"export.tensor_bits names {name!r}, a control tensor (always kept float32)")
 
 
 def _quantize(state_dict: dict[str, Tensor], cfg: ExportConfig, model_config: dict[str, Any] | None,
               progress: ProgressFn) -> tuple[QuantizedStateDict, dict[str, int]]:
     check_export_config(cfg)
+    check_tensor_bits(cfg, list(state_dict))
     plans = {name: _plan(name, t, cfg) for name, t in state_dict.items()}
     to_quantize = {name: t.detach().cpu() for name, t in state_dict.items() if plans[name][0] == "quant"}
     pruned, zeros = _prune_float(to_quantize, cfg, model_config)

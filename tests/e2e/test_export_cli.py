@@ -38,6 +38,7 @@ def test_export_table_is_printed_for_people(trained_run, tmp_path):
     ("export.bits=9", "export.bits"),
     ("export.codec=snappy", "export.codec"),
     ("export.prune_kind=random", "export.prune_kind"),
+    ("export.tensor_bits={blocks.9.mlp.fc.weight:6}", "'blocks.9.mlp.fc.weight', which is not a tensor of this model"),
 ])
 def test_bad_export_input_is_a_one_line_error(trained_run, override, fragment):
     cwd, summary, _ = trained_run

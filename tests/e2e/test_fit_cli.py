@@ -1,9 +1,17 @@
 """`pgolf fit-budget` as a user runs it, on the short trained run of the built-in corpus."""
 
+import dataclasses
 import json
+import re
+from pathlib import Path
 
 import pytest
 
+from pgolf import config as C
+from pgolf.checkpoint import load_checkpoint
+from pgolf.export.artifact import export_state_dict
+from pgolf.export.container import read_container
+from pgolf.export.quantize import tensor_group
 from tests.e2e.conftest import one_line_error, run_pgolf
 
 FAST = ["--val-tokens", "2048"]  # the final score uses the run's own data.val_tokens (16384)
@@ -41,13 +49,57 @@ def test_infeasible_budget_exits_3_with_the_smallest_size_and_writes_nothing(tra
     assert sorted(p.name for p in run_dir.rglob("*")) == before
 
 
+@pytest.mark.slow
+def test_fit_space_overrides_shape_the_search_and_raised_tensors_spend_the_leftover(trained_run):
+    """Widths 2 and 8 only, no pruning, a budget one and a half single-tensor raises above all-int2: the uniform
+    int2 anchor leaves room that only single-tensor raises can use."""
+    cwd, summary, _ = trained_run
+    run_dir = cwd / summary["run_dir"]
+    model_config, state = load_checkpoint(run_dir / "model.safetensors")
+    int2 = dataclasses.replace(C.ExportConfig(), bits=2, group_bits=C.GroupBits(embed=2), codec="rans")
+    all2 = export_state_dict(state, model_config, int2).model_bytes
+    one_raise = export_state_dict(state, model_config, dataclasses.replace(
+        int2, tensor_bits={"blocks.0.attn.c_k.weight": 8})).model_bytes
+    budget = all2 + summary["bytes"]["code"] + (one_raise - all2) * 3 // 2
+    proc = run_pgolf("fit-budget", run_dir, "--max-bytes", budget, "fit.bits=[2,8]", "fit.embed_bits=[2,8]",
+                     "fit.max_prune=0", "fit.evals=4", "--json", *FAST, cwd=cwd, check_code=0)
+    fit = json.loads(proc.stdout)
+    rows = fit["candidates"]
+    for row in rows:  # "e2 q8 ... [k0=8] mse rans": group widths, then raised tensors
+        tokens = row["config"].replace("[", "").replace("]", "").split()
+        widths = {t.split("=")[1] if "=" in t else t[1:] for t in tokens if re.fullmatch(r"[eqkvoimx]\d|\S+=\d", t)}
+        assert widths <= {"2", "8"} and len(widths) > 0 and "prune" not in row["config"], row["config"]
+    uniform = next(row for row in rows if row["origin"] == "uniform")
+    raised = [row for row in rows if row["origin"].endswith("+bits")]
+    assert raised and all(uniform["total_bytes"] < row["total_bytes"] <= budget for row in raised)
+    assert fit["bytes"]["total"] <= budget
+    assert fit["val_bpb_roundtrip"] > 0 and min(row["val_bpb"] for row in rows) == next(
+        row["val_bpb"] for row in rows if row["chosen"])
+
+    artifact = Path(fit["artifact"]).read_bytes()
+    export = fit["export"]
+    for record in read_container(artifact)[0]["tensors"]:
+        if record["kind"] == "quant":
+            name = record["name"]
+            assert record["bits"] == export["tensor_bits"].get(name, export["group_bits"][tensor_group(name)]), name
+    saved = C.load_yaml(Path(fit["config"]))
+    assert saved.export.tensor_bits == export["tensor_bits"]
+    assert export_state_dict(state, model_config, saved.export).blob == artifact  # the saved config reproduces it
+
+
 @pytest.mark.parametrize(("args", "needle"), [
+    (["fit.bits=[]"], "fit.bits is empty: the search space has no candidates"),
+    (["fit.max_prune=2", "fit.evals=0"], "fit.max_prune must be in [0, 1), got 2.0; fit.evals must be >= 1"),
+    (["--val-tokens", "-1"], "fit.val_tokens must be >= 0"),
+    (["export.tensor_bits={blocks.0.mlp.fc.weight:9}"], "export.tensor_bits[blocks.0.mlp.fc.weight]"),
     (["--max-bytes", "0"], "--max-bytes must be > 0"),
     (["--max-bytes", "-3MB"], "cannot parse size"),
     (["--max-bytes", "lots"], "cannot parse size"),
     (["--max-bytes", "1MB", "--margin", "2MB"], "must be smaller than --max-bytes"),
 ])
-def test_bad_budgets_are_one_line_errors(tmp_path, args, needle):
+def test_bad_budgets_and_search_spaces_are_one_line_errors(tmp_path, args, needle):
+    if "--max-bytes" not in args:
+        args = [*args, "--max-bytes", "1MB"]
     proc = run_pgolf("fit-budget", tmp_path, *args, cwd=tmp_path, check_code=1)
     assert needle in one_line_error(proc)
 

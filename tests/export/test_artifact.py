@@ -21,7 +21,7 @@ from pgolf.export.artifact import (
     write_artifact,
 )
 from pgolf.export.container import pack_container, read_container
-from pgolf.export.quantize import QuantizedTensor, is_control, quantize_rows
+from pgolf.export.quantize import QuantizedTensor, dequantize, is_control, quantize_rows
 
 FAST = ExportConfig(float_max_numel=256, codec="rans")
 
@@ -103,6 +103,35 @@ def test_group_bits_16_keeps_a_group_float(state_dict, model_config):
     qsd = quantize_state_dict(state_dict, cfg)
     assert qsd["tok_emb.weight"].dtype == torch.float16
     assert qsd["blocks.0.mlp.fc.weight"].bits == 4 and qsd["blocks.0.attn.c_q.weight"].bits == 6
+
+
+def test_tensor_bits_set_single_tensors_and_round_trip_through_the_file(tmp_path, state_dict, model_config):
+    bits = {"blocks.0.mlp.fc.weight": 3, "blocks.1.attn.c_k.weight": 7, "blocks.1.attn.c_q.weight": 16}
+    cfg = dataclasses.replace(FAST, float_max_numel=600, tensor_bits=bits)  # c_k (512 values) is float by size
+    path = tmp_path / "model.pgolf"
+    result = export_state_dict(state_dict, model_config, cfg)
+    write_artifact(path, result)
+    records = {r["name"]: r for r in read_container(path)[0]["tensors"]}
+    assert (records["blocks.0.mlp.fc.weight"]["bits"], records["blocks.1.mlp.fc.weight"]["bits"]) == (3, 6)
+    assert records["blocks.1.attn.c_k.weight"]["bits"] == 7  # named, so quantized whatever its size
+    assert records["blocks.0.attn.c_k.weight"]["kind"] == records["blocks.1.attn.c_q.weight"]["kind"] == "float"
+    _, loaded = load_artifact(path)
+    for name in ("blocks.0.mlp.fc.weight", "blocks.1.attn.c_k.weight"):
+        assert torch.equal(loaded[name], dequantize(quantize_rows(state_dict[name], bits[name], cfg.clip))), name
+    assert torch.equal(loaded["blocks.1.attn.c_q.weight"], state_dict["blocks.1.attn.c_q.weight"].half().float())
+    groups = {g["group"]: g["bits"] for g in result.groups}
+    assert groups["mlp_in"] == groups["attn_k"] == groups["attn_q"] == "mixed" and groups["mlp_out"] == 6
+
+
+@pytest.mark.parametrize(("tensor_bits", "fragment"), [
+    ({"blocks.9.mlp.fc.weight": 6}, "'blocks.9.mlp.fc.weight', which is not a tensor of this model"),
+    ({"blocks.0.attn_scale": 8}, "'blocks.0.attn_scale', a control tensor"),
+    ({"blocks.0.mlp.fc.weight": 9}, "export.tensor_bits[blocks.0.mlp.fc.weight]"),
+])
+def test_bad_tensor_bits_are_one_line_config_errors(state_dict, model_config, tensor_bits, fragment):
+    with pytest.raises(ConfigError) as info:
+        export_state_dict(state_dict, model_config, dataclasses.replace(FAST, tensor_bits=tensor_bits))
+    assert fragment in str(info.value) and "\n" not in str(info.value)
 
 
 def reference_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -179,9 +179,7 @@ def _prune_heads(weights: dict[str, Tensor], zeros: dict[str, int], fraction: fl
             continue  # a matrix of this layer is kept float: its heads are left whole
         pruned, made = prune_heads({part: weights[name] for part, name in names.items()}, fraction, head_dim)
         for part, name in names.items():
-            weights[name] = pruned[part]
-            zeros[name] = int((pruned[part] == 0).sum()) - int((weights[name] == 0).sum()) if False else 0
-        zeros[names["q"]] = made
+            weights[name], zeros[name] = pruned[part], made[part]
 
 
 def check_tensor_bits(cfg: ExportConfig, names: list[str]) -> None:

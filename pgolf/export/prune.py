@@ -5,9 +5,12 @@ the export table can show what pruning did. Counts are exact:
 `round(fraction * n)` entries (or rows, columns, heads), ties broken by index.
 
 What is non-standard here:
-- `heads` scores each block of `head_dim` rows (or columns, for the output
-  projection) by its norm within one tensor; tensors are pruned independently,
-  so a query head zeroed in c_q keeps its columns in proj.
+- `heads` removes whole attention heads per layer: a query head's rows of
+  c_q and its columns of proj together (a head with zero queries still
+  attends, uniformly, so only its proj columns make it silent), and the rows
+  of c_k and c_v of a KV group all of whose query heads are gone. A head's
+  score is the size of its output path, |proj columns| x |its KV group's
+  c_v rows|.
 - `prune_selective` acts on quantized levels: it zeroes the nonzero levels
   whose removal adds the least squared error, (|w| - 0)^2 - (w - q*s)^2, which
   is the "zero small quantized values until it fits" trick of the records made
@@ -78,18 +81,49 @@ def prune_cols(w: Tensor, fraction: float) -> tuple[Tensor, int]:
     return out.reshape(w.shape).to(w.dtype), k * rows.shape[0]
 
 
-def prune_heads(w: Tensor, fraction: float, head_dim: int, dim: int) -> tuple[Tensor, int]:
-    """Zero the round(fraction * heads) blocks of `head_dim` rows (dim=0) or columns (dim=1) of least norm."""
+def _head_blocks(w: Tensor, head_dim: int, dim: int, what: str) -> Tensor:
+    """(heads, head_dim * other) view of w's blocks of `head_dim` rows (dim 0) or columns (dim 1)."""
     if w.ndim != 2 or head_dim <= 0 or w.shape[dim] % head_dim:
-        raise ConfigError(f"prune_kind=heads needs a matrix whose dim {dim} is a multiple of head_dim {head_dim}, "
+        raise ConfigError(f"prune_kind=heads needs {what} whose dim {dim} is a multiple of head_dim {head_dim}, "
                           f"got shape {tuple(w.shape)}")
-    heads = w.shape[dim] // head_dim
-    k = _count(fraction, heads, "heads")
-    blocks = w.detach().float().transpose(0, dim).reshape(heads, -1)  # (H, head_dim * other)
-    out = blocks.clone()
-    out[_smallest(blocks.norm(dim=1), k)] = 0
-    shape_t = (w.shape[1], w.shape[0]) if dim == 1 else tuple(w.shape)
-    return out.reshape(shape_t).transpose(0, dim).contiguous().to(w.dtype), k * blocks.shape[1]
+    return w.detach().float().transpose(0, dim).reshape(w.shape[dim] // head_dim, -1)
+
+
+def _zero_heads(w: Tensor, heads: Tensor, head_dim: int, dim: int) -> Tensor:
+    out = w.detach().clone()
+    for h in heads.tolist():
+        out.narrow(dim, h * head_dim, head_dim).zero_()
+    return out
+
+
+def prune_heads(attn: dict[str, Tensor], fraction: float,
+                head_dim: int) -> tuple[dict[str, Tensor], dict[str, int]]:
+    """Remove the round(fraction * heads) query heads of least output-path norm from one attention layer.
+
+    `attn` holds "q", "k", "v", "proj" (the c_q, c_k, c_v, proj weights). Returns the pruned tensors and the
+    entries zeroed in each, under the same keys.
+    """
+    q = _head_blocks(attn["q"], head_dim, 0, "c_q")
+    proj = _head_blocks(attn["proj"], head_dim, 1, "proj")
+    v = _head_blocks(attn["v"], head_dim, 0, "c_v")
+    _head_blocks(attn["k"], head_dim, 0, "c_k")
+    heads, kv_heads = q.shape[0], v.shape[0]
+    if proj.shape[0] != heads or heads % kv_heads:
+        raise ConfigError(f"prune_kind=heads: {heads} query heads, {proj.shape[0]} proj heads and {kv_heads} "
+                          "KV heads do not form an attention layer")
+    group = torch.arange(heads) // (heads // kv_heads)  # KV head of each query head
+    dead = _smallest(proj.norm(dim=1) * v.norm(dim=1)[group], _count(fraction, heads, "heads"))
+    alive_groups = set(group[[h for h in range(heads) if h not in set(dead.tolist())]].tolist())
+    dead_groups = torch.tensor([g for g in range(kv_heads) if g not in alive_groups], dtype=torch.long)
+    out = {
+        "q": _zero_heads(attn["q"], dead, head_dim, 0),
+        "proj": _zero_heads(attn["proj"], dead, head_dim, 1),
+        "k": _zero_heads(attn["k"], dead_groups, head_dim, 0),
+        "v": _zero_heads(attn["v"], dead_groups, head_dim, 0),
+    }
+    zeros = {"q": len(dead) * q.shape[1], "proj": len(dead) * proj.shape[1],
+             "k": len(dead_groups) * v.shape[1], "v": len(dead_groups) * v.shape[1]}
+    return out, zeros
 
 
 def prune_selective(qt: QuantizedTensor, w: Tensor, fraction: float) -> tuple[QuantizedTensor, int]:

@@ -13,6 +13,7 @@ from pgolf.export.prune import (
     prune_selective,
 )
 from pgolf.export.quantize import quantize_rows
+from pgolf.model import GPT
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.1, 0.37, 0.5])
@@ -48,19 +49,53 @@ def test_rows_and_cols_zero_whole_lines_of_least_norm(heavy):
     assert torch.equal(by_cols[:, ~dead], w[:, ~dead])
 
 
-@pytest.mark.parametrize("dim", [0, 1])
-def test_heads_zero_whole_head_blocks(dim, heavy):
-    w = heavy(16, 16, seed=5)
-    pruned, zeros = prune_heads(w, 0.25, head_dim=4, dim=dim)
-    blocks = pruned.transpose(0, dim).reshape(4, -1)
-    dead = (blocks == 0).all(dim=1)
-    assert int(dead.sum()) == 1 and zeros == 64
-    assert torch.equal(blocks[~dead], w.transpose(0, dim).reshape(4, -1)[~dead])
+def attention_of(model: GPT, layer: int) -> dict[str, torch.Tensor]:
+    attn = model.blocks[layer].attn
+    return {"q": attn.c_q.weight, "k": attn.c_k.weight, "v": attn.c_v.weight, "proj": attn.proj.weight}
+
+
+def dead_blocks(w: torch.Tensor, head_dim: int, dim: int) -> list[int]:
+    blocks = w.transpose(0, dim).reshape(w.shape[dim] // head_dim, -1)
+    return torch.nonzero((blocks == 0).all(dim=1)).squeeze(1).tolist()
+
+
+def test_heads_pruning_silences_whole_heads_and_emptied_kv_groups():
+    torch.manual_seed(0)
+    model = GPT(vocab_size=64, num_layers=2, model_dim=32, num_heads=4, num_kv_heads=2, mlp_mult=2)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        pruned, zeros = prune_heads(attention_of(model, 0), 0.75, head_dim=8)
+        for part, w in attention_of(model, 0).items():
+            w.copy_(pruned[part])
+    dead = dead_blocks(pruned["proj"], 8, 1)
+    assert len(dead) == 3 and dead_blocks(pruned["q"], 8, 0) == dead  # round(0.75 * 4) heads, same in c_q
+    alive_group = ({0, 1, 2, 3} - set(dead)).pop() // 2
+    assert dead_blocks(pruned["k"], 8, 0) == dead_blocks(pruned["v"], 8, 0) == [1 - alive_group]
+    assert zeros == {"q": 3 * 8 * 32, "proj": 3 * 8 * 32, "k": 8 * 32, "v": 8 * 32}
+
+    tokens = torch.randint(0, 64, (2, 16))
+    before = model(tokens)
+    with torch.no_grad():  # a pruned head no longer reaches the output, whatever its queries say
+        attn = model.blocks[0].attn
+        for h in dead:
+            attn.c_q.weight[h * 8 : (h + 1) * 8] = torch.randn(8, 32)
+    assert torch.allclose(model(tokens), before, atol=1e-6)
+
+
+def test_heads_pruning_keeps_the_heads_with_the_largest_output_path():
+    gen = torch.Generator().manual_seed(3)
+    attn = {"q": torch.randn(16, 16, generator=gen), "k": torch.randn(8, 16, generator=gen),
+            "v": torch.randn(8, 16, generator=gen), "proj": torch.randn(16, 16, generator=gen)}
+    attn["proj"][:, 8:12] *= 10  # head 2's output columns dominate
+    pruned, _ = prune_heads(attn, 0.75, head_dim=4)
+    assert dead_blocks(pruned["proj"], 4, 1) == [0, 1, 3]
 
 
 def test_heads_need_a_whole_number_of_heads():
+    attn = {"q": torch.ones(10, 8), "k": torch.ones(4, 8), "v": torch.ones(4, 8), "proj": torch.ones(8, 10)}
     with pytest.raises(ConfigError, match="head_dim"):
-        prune_heads(torch.ones(10, 8), 0.5, head_dim=4, dim=0)
+        prune_heads(attn, 0.5, head_dim=4)
 
 
 def test_selective_zeroes_the_cheapest_nonzero_levels(heavy):

@@ -241,6 +241,12 @@ class ExportConfig:
     """Files whose summed sizes count as code instead of `code_bytes` (e.g. your own train_gpt.py)."""
     eval_stride: int = 0
     """Sliding-window stride for scoring (0 = non-overlapping windows)."""
+    gptq: bool = False
+    """Choose the levels of every linear layer by GPTQ (error feedback under calibration inputs), not rounding."""
+    gptq_tokens: int = 32768
+    """Training tokens run through the float model to measure each layer's inputs for GPTQ."""
+    gptq_damp: float = 0.01
+    """GPTQ dampening: this fraction of the mean Hessian diagonal is added to it."""
 
 
 @dataclass
@@ -548,6 +554,8 @@ def validate(cfg: Config) -> None:
     need(e.float_dtype in ("float16", "bfloat16", "float32"),
          f"export.float_dtype must be float16, bfloat16 or float32, got {e.float_dtype!r}")
     need(e.eval_stride >= 0, f"export.eval_stride must be >= 0, got {e.eval_stride}")
+    need(e.gptq_tokens > 0, f"export.gptq_tokens must be > 0, got {e.gptq_tokens}")
+    need(e.gptq_damp > 0, f"export.gptq_damp must be > 0, got {e.gptq_damp}")
     problems += fit_problems(cfg.fit)
     need(cfg.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {cfg.device!r}")
     for name in ("max_bytes", "margin"):

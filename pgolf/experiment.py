@@ -23,16 +23,17 @@ import pgolf
 from pgolf import config as C
 from pgolf.checkpoint import build_model as build_saved_model
 from pgolf.checkpoint import load_checkpoint, save_checkpoint
-from pgolf.data.loader import TrainBatches, load_val_tokens
+from pgolf.data.loader import TokenStream, TrainBatches, load_val_tokens
 from pgolf.data.shards import find_shards
 from pgolf.data.tokenizer import ByteLUTs, build_byte_luts, load_tokenizer
 from pgolf.errors import ArtifactError, DataError, Interrupted, TrainingError
 from pgolf.evaluate import EvalResult, evaluate_bpb
 from pgolf.export.artifact import export_state_dict, load_artifact, write_artifact
 from pgolf.export.code_bytes import count_code_bytes
+from pgolf.export.gptq import layer_hessians
 from pgolf.progress import ProgressFn, no_progress
 from pgolf.runs import MetricsLog, atomic_write_json, atomic_write_text, create_run_dir
-from pgolf.train.device import DeviceSetup, resolve_device
+from pgolf.train.device import DeviceSetup, autocast, resolve_device
 from pgolf.train.distributed import init_distributed, shutdown
 from pgolf.train.loop import build_model, train_model
 from pgolf.train.regularizers import check_no_decay_names
@@ -76,10 +77,32 @@ def score(model: torch.nn.Module, val: ValData, seq_len: int, stride: int, setup
                         autocast_dtype=setup.autocast_dtype, progress=progress)
 
 
+_CALIBRATION_SEQUENCES = 8  # sequences per forward pass of the GPTQ calibration
+
+
+def calibration_hessians(state_dict: dict[str, torch.Tensor], model_config: dict, cfg: C.Config,
+                         setup: DeviceSetup) -> dict[str, torch.Tensor] | None:
+    """GPTQ's per-layer input Hessians from the first export.gptq_tokens training tokens (None without gptq)."""
+    if not cfg.export.gptq:
+        return None
+    seq_len = cfg.train.seq_len
+    n_seqs = max(1, cfg.export.gptq_tokens // seq_len)
+    stream = TokenStream(find_shards(Path(cfg.data.dir), cfg.data.train_pattern))
+    tokens = torch.from_numpy(stream.take(n_seqs * seq_len).astype(np.int64)).reshape(n_seqs, seq_len)
+    if int(tokens.max()) >= model_config["vocab_size"]:
+        raise DataError(f"training shards in {cfg.data.dir} hold token id {int(tokens.max())}, beyond the model's "
+                        f"vocabulary ({model_config['vocab_size']})")
+    model = build_saved_model(model_config, state_dict).to(setup.device)
+    batches = (chunk.to(setup.device) for chunk in tokens.split(_CALIBRATION_SEQUENCES))
+    with autocast(setup):
+        return layer_hessians(model, batches)
+
+
 def export_and_score(state_dict: dict[str, torch.Tensor], model_config: dict, cfg: C.Config, out_path: Path,
                      val: ValData, setup: DeviceSetup, progress: ProgressFn = no_progress) -> dict:
     """Export to `out_path`, read it back from disk, dequantize, score. Returns summary fields."""
-    result = export_state_dict(state_dict, model_config, cfg.export, progress=progress)
+    hessians = calibration_hessians(state_dict, model_config, cfg, setup)
+    result = export_state_dict(state_dict, model_config, cfg.export, progress=progress, hessians=hessians)
     write_artifact(out_path, result)
     saved_config, restored = load_artifact(out_path)
     model = build_saved_model(saved_config, restored, where=out_path)

@@ -9,6 +9,8 @@ The search, in order (every size below is exact: the real coded bytes of every s
    the space (cached) and its streams coded with the search codec; kept-float
    tensors are coded once. The container frame/header is measured from one
    cheap real export (clip=max) plus a slack; it barely moves between candidates.
+   With export.gptq the levels of every linear layer are GPTQ's on that grid
+   (Hessians measured once, before the search), as the export makes them.
 3. Bits per group. Sizes and proxies add up over tensor groups, so every
    combination of group bits (embedding from `embed_bits`, the other groups
    from `bits`) is scored at once with numpy; the combinations that are best
@@ -81,7 +83,7 @@ from torch import Tensor
 from pgolf import config as C
 from pgolf.checkpoint import build_model as build_saved_model
 from pgolf.errors import BudgetError, ConfigError
-from pgolf.experiment import ARTIFACT_SUFFIX, ValData, load_any, load_val_data, score
+from pgolf.experiment import ARTIFACT_SUFFIX, ValData, calibration_hessians, load_any, load_val_data, score
 from pgolf.export import codecs
 from pgolf.export.artifact import (
     FLOAT_DTYPES,
@@ -93,6 +95,7 @@ from pgolf.export.artifact import (
     write_artifact,
 )
 from pgolf.export.code_bytes import count_code_bytes
+from pgolf.export.gptq import gptq_levels
 from pgolf.export.quantize import (
     GROUPS,
     QuantizedTensor,
@@ -266,8 +269,10 @@ class _SizeTable:
     """Quantized tensors, their coded sizes and weighted errors, computed once per (name, bits, clip, k, codec)."""
 
     def __init__(self, state: dict[str, Tensor], quant_names: list[str], fisher: dict[str, Tensor],
-                 cfg: C.ExportConfig):
+                 cfg: C.ExportConfig, hessians: dict[str, Tensor] | None = None):
         self.state, self.quant_names, self.fisher, self.cfg = state, quant_names, fisher, cfg
+        self.hessians = hessians
+        """GPTQ's layer Hessians when export.gptq (the levels of those tensors are GPTQ's, as export makes them)."""
         self.cache: dict[tuple, _Quantized] = {}
         self.pruned_cache: dict[tuple, tuple[int, float]] = {}
 
@@ -294,6 +299,8 @@ class _SizeTable:
         w = self.state[name].detach().cpu()
         e = self.cfg
         qt = quantize_rows(w, bits, clip, e.clip_percentile, clip_k, e.scale_min)
+        if e.gptq and name in self.hessians:
+            qt = gptq_levels(w, self.hessians[name], qt, e.gptq_damp, name)
         streams = tensor_streams(qt)
         q_bytes = len(codecs.encode(codec, *_stream_args(streams["q"], e.codec_level)))
         scale_bytes = len(codecs.encode(codec, *_stream_args(streams["scale"], e.codec_level)))
@@ -585,7 +592,7 @@ def _load_float(source: Path) -> tuple[dict, dict[str, Tensor], str]:
 
 def _header_overhead(state: dict[str, Tensor], model_config: dict, base: C.ExportConfig, codec: str) -> int:
     """Frame + header bytes of a real (cheap: clip=max) export with the same tensors and codec."""
-    cheap = dataclasses.replace(base, clip="max", codec=codec, prune=0.0, shuffle=False)
+    cheap = dataclasses.replace(base, clip="max", codec=codec, prune=0.0, shuffle=False, gptq=False)
     return export_state_dict(state, model_config, cheap).overhead_bytes
 
 
@@ -619,7 +626,8 @@ def fit_budget(source: Path, cfg: C.Config, max_bytes: int, margin: int = 0,
 
     model = build_saved_model(model_config, state, where=source)
     fisher = fisher_weights(model, val.tokens[: space.fisher_tokens + 1], space.fisher_seq_len, search.quant_names)
-    table = _SizeTable(state, search.quant_names, fisher, cfg.export)
+    table = _SizeTable(state, search.quant_names, fisher, cfg.export,
+                       calibration_hessians(state, model_config, cfg, setup))
 
     pool: dict[tuple, Candidate] = {}
     smallest = None
@@ -683,7 +691,7 @@ def _export_verified(search: _Search, table: _SizeTable, chosen: Candidate, cfg:
     """Real export of `chosen`; when the header estimate was short, shrink it to the measured overhead (3 tries)."""
     for _ in range(3):
         export_cfg = export_config_of(chosen, cfg.export)
-        result = export_state_dict(search.state, search.model_config, export_cfg)
+        result = export_state_dict(search.state, search.model_config, export_cfg, hessians=table.hessians)
         if result.model_bytes <= limit_model:
             return chosen, export_cfg, result
         shrunk = _shrink(search, table, chosen, limit_model - result.overhead_bytes - 16)

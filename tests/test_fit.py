@@ -1,6 +1,8 @@
 """fit.py on a small random GPT: exact sizes, fills never over the limit, single-tensor raises, selective-pruning
 order, the choice among measured candidates, Pareto, checks."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -8,6 +10,7 @@ from pgolf import config as C
 from pgolf.errors import ConfigError
 from pgolf.export.artifact import export_state_dict
 from pgolf.export.container import read_container
+from pgolf.export.gptq import layer_hessians
 from pgolf.export.prune import prune_selective
 from pgolf.export.quantize import quantize_rows, tensor_group
 from pgolf.fit import (
@@ -64,6 +67,20 @@ def test_predicted_stream_bytes_plus_overhead_equal_a_real_export(search):
     for cand in cands:
         result = export_state_dict(s.state, s.model_config, export_config_of(cand, s.cfg.export))
         assert result.model_bytes - result.overhead_bytes == cand.stream_bytes, cand.label()
+
+
+def test_with_gptq_the_search_codes_gptq_levels_exactly_as_the_export_does(search):
+    s, plain = search
+    model = GPT(**MODEL)
+    model.load_state_dict(s.state)
+    hessians = layer_hessians(model, [torch.randint(0, 64, (4, 16))])
+    cfg = dataclasses.replace(s.cfg.export, gptq=True)
+    table = _SizeTable(s.state, s.quant_names, plain.fisher, cfg, hessians)
+    cand = _uniform(s, table, 4)
+    result = export_state_dict(s.state, s.model_config, export_config_of(cand, cfg), hessians=hessians)
+    assert result.model_bytes - result.overhead_bytes == cand.stream_bytes
+    name = "blocks.0.mlp.fc.weight"
+    assert not torch.equal(table.get(name, 4, "max", 12.0, "rans").qt.q, plain.get(name, 4, "max", 12.0, "rans").qt.q)
 
 
 @pytest.mark.parametrize("share", [0.2, 0.5, 0.8])

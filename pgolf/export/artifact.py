@@ -21,6 +21,8 @@ Decisions worth knowing:
 - `codec=auto` encodes each tensor group with every installed codec and keeps
   the smallest (ties: the earlier of CODECS). With `shuffle`, every stream of
   multi-byte values is coded both byte-shuffled and plain; the smaller wins.
+- `gptq` re-chooses the levels of every nn.Linear weight on its clip's grid
+  (gptq.py) from Hessians the caller measured; the format is unchanged.
 - Entropy bound = sum over quantized tensors of numel x H(levels) / 8, plus
   the raw bytes of scales and float tensors, rounded up. Container framing and
   the header are not in it (they are `overhead_bytes`).
@@ -49,6 +51,7 @@ from pgolf.config import ExportConfig
 from pgolf.errors import ArtifactError, CodecError, ConfigError
 from pgolf.export import codecs, rans
 from pgolf.export.container import pack_container, read_container
+from pgolf.export.gptq import gptq_levels
 from pgolf.export.prune import (
     prune_cols,
     prune_global,
@@ -194,9 +197,11 @@ def check_tensor_bits(cfg: ExportConfig, names: list[str]) -> None:
 
 
 def _quantize(state_dict: dict[str, Tensor], cfg: ExportConfig, model_config: dict[str, Any] | None,
-              progress: ProgressFn) -> tuple[QuantizedStateDict, dict[str, int]]:
+              progress: ProgressFn, hessians: dict[str, Tensor] | None) -> tuple[QuantizedStateDict, dict[str, int]]:
     check_export_config(cfg)
     check_tensor_bits(cfg, list(state_dict))
+    if cfg.gptq and hessians is None:
+        raise ConfigError("export.gptq needs calibration Hessians (pgolf export/train/fit-budget measure them)")
     plans = {name: _plan(name, t, cfg) for name, t in state_dict.items()}
     to_quantize = {name: t.detach().cpu() for name, t in state_dict.items() if plans[name][0] == "quant"}
     pruned, zeros = _prune_float(to_quantize, cfg, model_config)
@@ -212,6 +217,8 @@ def _quantize(state_dict: dict[str, Tensor], cfg: ExportConfig, model_config: di
                 qt = quantize_rows(pruned[name], how, cfg.clip, cfg.clip_percentile, cfg.clip_k, scale_min)
             except ArtifactError as exc:
                 raise ArtifactError(f"tensor {name}: {exc}") from None
+            if cfg.gptq and name in hessians:
+                qt = gptq_levels(pruned[name], hessians[name], qt, cfg.gptq_damp, name)
             if cfg.prune > 0 and cfg.prune_kind == "selective":
                 qt, zeros[name] = prune_selective(qt, pruned[name], cfg.prune)
             out[name] = qt
@@ -220,9 +227,11 @@ def _quantize(state_dict: dict[str, Tensor], cfg: ExportConfig, model_config: di
 
 
 def quantize_state_dict(state_dict: dict[str, Tensor], cfg: ExportConfig, model_config: dict[str, Any] | None = None,
-                        progress: ProgressFn = no_progress) -> QuantizedStateDict:
-    """Quantize (and prune) a state dict in memory as export would; `model_config` is needed for heads pruning."""
-    return _quantize(state_dict, cfg, model_config, progress)[0]
+                        progress: ProgressFn = no_progress,
+                        hessians: dict[str, Tensor] | None = None) -> QuantizedStateDict:
+    """Quantize (and prune) a state dict in memory as export would; `model_config` is needed for heads pruning,
+    `hessians` (gptq.layer_hessians) for export.gptq."""
+    return _quantize(state_dict, cfg, model_config, progress, hessians)[0]
 
 
 def dequantize_state_dict(qsd: QuantizedStateDict) -> dict[str, Tensor]:
@@ -289,9 +298,9 @@ def _bits_label(values: list[QuantizedTensor | Tensor]) -> int | str:
 
 
 def export_state_dict(state_dict: dict[str, Tensor], model_config: dict[str, Any], cfg: ExportConfig,
-                      progress: ProgressFn = no_progress) -> ExportResult:
+                      progress: ProgressFn = no_progress, hessians: dict[str, Tensor] | None = None) -> ExportResult:
     """Quantize, prune and encode `state_dict` into the bytes of an artifact, with the per-group table."""
-    qsd, zeros = _quantize(state_dict, cfg, model_config, progress)
+    qsd, zeros = _quantize(state_dict, cfg, model_config, progress, hessians)
     raws = {name: tensor_streams(v) for name, v in qsd.items()}
     by_group: dict[str, list[str]] = {}
     for name in qsd:

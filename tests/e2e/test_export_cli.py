@@ -26,6 +26,17 @@ def test_export_a_run_writes_a_scored_artifact_from_the_float_weights(trained_ru
     assert result["bytes"]["model"] < summary["bytes"]["model"]  # 5-bit matrices code smaller than 6-bit
 
 
+def test_gptq_export_beats_rounding_on_the_same_grid(trained_run, tmp_path):
+    cwd, summary, _ = trained_run
+    scores = {}
+    for gptq in ("false", "true"):
+        proc = run_pgolf("export", cwd / summary["run_dir"], "export.bits=4", f"export.gptq={gptq}",
+                         "export.gptq_tokens=4096", "--out", tmp_path / f"gptq-{gptq}.pgolf", "--json", cwd=cwd,
+                         check_code=0)
+        scores[gptq] = json.loads(proc.stdout)["val_bpb_roundtrip"]
+    assert scores["true"] < scores["false"]
+
+
 def test_export_table_is_printed_for_people(trained_run, tmp_path):
     cwd, summary, _ = trained_run
     out = tmp_path / "ref.pgolf"
@@ -39,6 +50,7 @@ def test_export_table_is_printed_for_people(trained_run, tmp_path):
     ("export.codec=snappy", "export.codec"),
     ("export.prune_kind=random", "export.prune_kind"),
     ("export.tensor_bits={blocks.9.mlp.fc.weight:6}", "'blocks.9.mlp.fc.weight', which is not a tensor of this model"),
+    ("export.gptq_damp=0", "export.gptq_damp"),
 ])
 def test_bad_export_input_is_a_one_line_error(trained_run, override, fragment):
     cwd, summary, _ = trained_run

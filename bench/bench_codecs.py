@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import torch
+from rss import peak_mb_since, reset_peak
 
 from pgolf.config import ExportConfig, GroupBits
 from pgolf.export import codecs, rans
@@ -60,30 +60,12 @@ def baseline_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     return sd
 
 
-def _status_kb(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak() -> int | None:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return None
-    return _status_kb("VmRSS")
-
-
 def bench_codec(codec: str, streams: list[tuple[bytes, int, int]]) -> dict:
     """Encode then decode every (raw, item size, row length) stream; bytes, fastest seconds and peak memory."""
     start = time.perf_counter()
     codecs.decode(codec, codecs.encode(codec, bytes(range(64)) * 8, -1, 1, 64), 512, 1, 64)
     warm_s = time.perf_counter() - start  # library import; for rans, loading (or once, compiling) its kernels
-    before_kb = _reset_peak()
+    before_kb = reset_peak()
     encode_s = decode_s = float("inf")
     for _ in range(REPEATS):
         start = time.perf_counter()
@@ -94,8 +76,7 @@ def bench_codec(codec: str, streams: list[tuple[bytes, int, int]]) -> dict:
             if codecs.decode(codec, blob, len(raw), itemsize, row_len) != raw:
                 raise SystemExit(f"{codec} did not round-trip")
         decode_s = min(decode_s, time.perf_counter() - start)
-    peak_kb = _status_kb("VmHWM")
-    peak_mb = (peak_kb - before_kb) / 1024 if before_kb is not None and peak_kb is not None else float("nan")
+    peak_mb = peak_mb_since(before_kb)
     return {"codec": codec, "bytes": sum(map(len, coded)), "encode_s": encode_s, "decode_s": decode_s,
             "peak_mb": peak_mb, "warm_s": warm_s}
 
@@ -142,18 +123,16 @@ def main() -> None:
     print(f"rans encode+decode speed-up over zstd-22: {zstd_s / (coded['encode_s'] + coded['decode_s']):.0f}x "
           f"(target >= 10x)")
 
-    before_kb = _reset_peak()
+    before_kb = reset_peak()
     start = time.perf_counter()
     result = export_state_dict(state_dict, {"model_dim": 512, "num_heads": 8}, cfg)
     export_s = time.perf_counter() - start
-    peak_kb = _status_kb("VmHWM")
+    export_peak_mb = peak_mb_since(before_kb)
     float_mb = sum(t.numel() * t.element_size() for t in state_dict.values()) / 2**20
     print(f"\nfull artifact (codec=rans): {result.model_bytes:,} bytes = bound {result.entropy_bound_bytes:,} "
           f"{100 * (result.model_bytes / result.entropy_bound_bytes - 1):+.3f}% "
           f"(header+frame {result.overhead_bytes:,} bytes); export {export_s:.1f} s")
-    if before_kb is not None and peak_kb is not None:
-        print(f"export peak memory: {(peak_kb - before_kb) / 1024:.0f} MB above the loaded float state dict "
-              f"({float_mb:.0f} MB)")
+    print(f"export peak memory: {export_peak_mb:.0f} MB above the loaded float state dict ({float_mb:.0f} MB)")
 
 
 if __name__ == "__main__":

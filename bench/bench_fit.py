@@ -76,7 +76,7 @@ def main() -> None:
     print(f"{args.source}: {sum(t.numel() for t in state.values()):,} params, int8 ({cfg.export.clip}, rans) "
           f"{int8_total:,} bytes with code; val {val.tokens.numel() - 1:,} tokens; torch threads "
           f"{torch.get_num_threads()}")
-    print(f"{'share':>5} {'budget':>11} {'fit bpb':>8} {'grid bpb':>8} {'diff':>8} {'used':>7} {'evals':>5} "
+    print(f"{'share':>5} {'budget':>11} {'fit bpb':>8} {'grid bpb':>8} {'diff':>9} {'used':>7} {'evals':>5} "
           f"{'fit s':>6} {'grid s':>6}  fit choice | grid choice")
     for share in (float(s) for s in args.shares.split(",")):
         budget = int(int8_total * share)
@@ -93,7 +93,7 @@ def main() -> None:
             grid_s = time.time() - started
         used = fit["bytes"]["total"] / (budget - args.margin)
         print(f"{share:>5.2f} {budget:>11,} {fit['val_bpb_roundtrip']:>8.4f} {grid_bpb:>8.4f} "
-              f"{fit['val_bpb_roundtrip'] - grid_bpb:>+8.4f} {used:>7.2%} {fit['bpb_evaluations']:>5} "
+              f"{fit['val_bpb_roundtrip'] - grid_bpb:>+9.5f} {used:>7.2%} {fit['bpb_evaluations']:>5} "
               f"{fit_s:>6.0f} {grid_s:>6.0f}  {fit['label']} | {grid_label} ({grid_total:,})")
 
 

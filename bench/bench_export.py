@@ -1,29 +1,27 @@
-"""Export choices on one checkpoint: round-trip val_bpb, bytes, export seconds and peak memory.
+"""Export choices on one checkpoint, as `pgolf export` runs them: round-trip val_bpb, bytes, seconds, peak memory.
 
     .venv/bin/python bench/bench_export.py runs/latest [--val-tokens 32768]
 
 Rows: the reference export (export=int8_zlib), pgolf's default (int6 mse,
 int8 embedding, best codec per group), and int4/int5/int6 with and without
-GPTQ. Every row is exported, written, read back from disk and scored on the
-same validation tokens (the first --val-tokens of the configured set). Peak
-memory is the resident-set high-water mark of the export alone (quantize,
-GPTQ, code, write) above the level before it (Linux /proc); the loaded
-float checkpoint is not in it.
+GPTQ. Each row is one `pgolf export ... --json` process: it scores the float
+model, exports, writes, reads the artifact back from disk and scores it, on
+the first --val-tokens validation tokens. Seconds and peak memory (maximum
+resident set, from the kernel's accounting of the finished process) are
+those of the whole command; the first row is a float-only `pgolf eval` of
+the checkpoint, the reference for both.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
-
-from rss import peak_mb_since, reset_peak
-
-from pgolf.checkpoint import build_model
-from pgolf.experiment import calibration_hessians, config_for_source, load_any, load_val_data, score
-from pgolf.export.artifact import export_state_dict, load_artifact, write_artifact
-from pgolf.export.code_bytes import count_code_bytes
-from pgolf.train.device import resolve_device
 
 ROWS = [
     ("reference int8 + zlib", ["export=int8_zlib"]),
@@ -36,39 +34,40 @@ ROWS = [
 ]
 
 
+def run(args: list[str]) -> tuple[dict, float, float]:
+    """(JSON result, wall seconds, peak RSS MB) of one `pgolf` process."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile(mode="w+") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "pgolf", *args, "--json"], stdout=subprocess.PIPE,
+                                stderr=err, text=True)
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)  # reaps it with its resource usage
+        seconds = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status):
+            err.seek(0)
+            raise SystemExit(f"pgolf {' '.join(args)} failed:\n{err.read()}")
+    return json.loads(out), seconds, usage.ru_maxrss / 1024
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path)
     parser.add_argument("--val-tokens", type=int, default=32768)
     parser.add_argument("--out", type=Path, default=Path("/tmp/pgolf-bench-export"))
     args = parser.parse_args()
-    weights = args.source / "model.safetensors" if args.source.is_dir() else args.source
-    model_config, state, _ = load_any(weights)
-    base = config_for_source(args.source, [f"data.val_tokens={args.val_tokens}"])
-    setup = resolve_device(base.device)
-    val = load_val_data(base, base.train.seq_len, base.data.val_tokens)
-    float_bpb = score(build_model(model_config, state), val, base.train.seq_len, 0, setup).bpb
-    params = sum(t.numel() for t in state.values())
-    print(f"{args.source}: {params:,} parameters; float val_bpb {float_bpb:.4f} on {val.tokens.numel() - 1:,} "
-          f"validation tokens\n")
-    print(f"{'export':<24}{'rt val_bpb':>11}{'vs float':>10}{'model bytes':>13}{'total bytes':>13}"
-          f"{'export s':>10}{'peak MB':>9}")
     args.out.mkdir(parents=True, exist_ok=True)
+    val = f"data.val_tokens={args.val_tokens}"
+    print(f"{'export':<24}{'rt val_bpb':>11}{'vs float':>10}{'model bytes':>13}{'total bytes':>13}"
+          f"{'command s':>11}{'peak MB':>9}")
+    weights = args.source / "model.safetensors" if args.source.is_dir() else args.source
+    result, seconds, peak = run(["eval", str(weights), val])
+    print(f"{'float (pgolf eval)':<24}{result['val_bpb']:>11.4f}{'':>10}{'':>13}{'':>13}{seconds:>11.1f}{peak:>9.0f}")
     for label, overrides in ROWS:
-        cfg = config_for_source(args.source, [f"data.val_tokens={args.val_tokens}", *overrides])
-        before_kb = reset_peak()
-        start = time.perf_counter()
-        hessians = calibration_hessians(state, model_config, cfg, setup)
-        result = export_state_dict(state, model_config, cfg.export, hessians=hessians)
-        path = args.out / f"{label.replace(' ', '_').replace('+', 'plus')}.pgolf"
-        write_artifact(path, result)
-        seconds = time.perf_counter() - start
-        peak = peak_mb_since(before_kb)
-        saved_config, restored = load_artifact(path)
-        rt = score(build_model(saved_config, restored), val, cfg.train.seq_len, 0, setup).bpb
-        model_bytes = path.stat().st_size
-        print(f"{label:<24}{rt:>11.4f}{rt - float_bpb:>+10.4f}{model_bytes:>13,}"
-              f"{model_bytes + count_code_bytes(cfg.export):>13,}{seconds:>10.1f}{peak:>9.0f}")
+        out = args.out / f"{label.replace(' + ', '-').replace(' ', '-')}.pgolf"
+        result, seconds, peak = run(["export", str(args.source), val, *overrides, "--out", str(out)])
+        rt, float_bpb, size = result["val_bpb_roundtrip"], result["val_bpb"], result["bytes"]
+        print(f"{label:<24}{rt:>11.4f}{rt - float_bpb:>+10.4f}{size['model']:>13,}{size['total']:>13,}"
+              f"{seconds:>11.1f}{peak:>9.0f}")
 
 
 if __name__ == "__main__":

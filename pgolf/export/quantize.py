@@ -157,26 +157,3 @@ def dequantize(qt: QuantizedTensor) -> Tensor:
     """float32 tensor q * scale, in the original shape."""
     rows = qt.q.reshape(qt.scale.shape[0], -1).float() * qt.scale.float()[:, None]
     return rows.reshape(qt.q.shape)
-
-
-def row_step(w: Tensor, bits: int) -> Tensor:
-    """Detached quantization step per row, clip/qmax with the row-max clip.
-
-    Shaped to broadcast against `w`: (rows, 1, ...) for rank >= 2, a 0-d tensor
-    for vectors and scalars (one row). For penalties such as w^2 * delta^2 / 12.
-    """
-    a = w.detach().abs()
-    row_max = a.amax(dim=tuple(range(1, w.ndim)), keepdim=True) if w.ndim >= 2 else a.amax()
-    return row_max / qmax_of(bits)
-
-
-def fake_quantize(w: Tensor, bits: int) -> Tensor:
-    """Values `w` takes after a per-row, row-max-clip round trip (no straight-through estimator).
-
-    Scales are rounded to fp16 as export stores them, so training sees the grid
-    that `clip=max` export writes. Pure torch ops (compile-friendly).
-    """
-    qmax = qmax_of(bits)
-    scale = (row_step(w, bits).float().clamp_min(_FP16_TINY)).to(torch.float16).float()
-    q = torch.clamp(torch.round(w.float() / scale), -qmax, qmax)
-    return (q * scale).to(w.dtype)

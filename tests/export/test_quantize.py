@@ -1,4 +1,4 @@
-"""Per-row quantization: groups, error bounds per bit-width, clip strategies, QAT helpers."""
+"""Per-row quantization: groups, error bounds per bit-width, clip strategies."""
 
 import pytest
 import torch
@@ -7,11 +7,9 @@ from pgolf.errors import ArtifactError, ConfigError
 from pgolf.export.quantize import (
     as_rows,
     dequantize,
-    fake_quantize,
     qmax_of,
     quantize_rows,
     row_clip,
-    row_step,
     tensor_group,
 )
 
@@ -96,18 +94,3 @@ def test_bad_values_and_clips_are_one_line_errors():
         quantize_rows(torch.tensor([[1e9, 1.0]]), 2)
     with pytest.raises(ConfigError, match="export.clip"):
         quantize_rows(torch.ones(2, 2), 6, clip="median")
-
-
-def test_row_step_is_row_max_over_qmax_and_detached(heavy):
-    w = heavy(5, 9, seed=7).requires_grad_(True)
-    step = row_step(w, 6)
-    assert step.shape == (5, 1) and not step.requires_grad
-    assert torch.allclose(step.squeeze(1), w.detach().abs().amax(dim=1) / 31)
-    assert row_step(torch.tensor([0.5, -2.0]), 4).shape == ()
-
-
-@pytest.mark.parametrize("bits", [4, 6, 8])
-def test_fake_quantize_matches_the_row_max_export_grid(bits, heavy):
-    w = heavy(6, 40, seed=8)
-    assert torch.equal(fake_quantize(w, bits), dequantize(quantize_rows(w, bits, clip="max")))
-    assert fake_quantize(w.bfloat16(), bits).dtype == torch.bfloat16

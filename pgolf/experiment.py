@@ -9,6 +9,8 @@ train/, export/ and evaluate.py.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import platform
 import random
 import time
@@ -119,9 +121,18 @@ def export_and_score(state_dict: dict[str, torch.Tensor], model_config: dict, cf
     }
 
 
+_SCORING_ONLY = ("code_bytes", "code_files", "eval_stride")
+"""Export fields that do not change the artifact's bytes (left out of its name's hash)."""
+
+
 def artifact_label(cfg: C.Config) -> str:
+    """Readable name of an export (bits, clip, codec, pruning, gptq) plus a hash of every field that shapes the
+    bytes, so exports that differ only in, say, group_bits never overwrite each other."""
     e = cfg.export
-    return f"int{e.bits}-{e.clip}-{e.codec}" + (f"-prune{e.prune:g}{e.prune_kind}" if e.prune > 0 else "")
+    shaping = {k: v for k, v in C.to_dict(cfg)["export"].items() if k not in _SCORING_ONLY}
+    digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:6]
+    return (f"int{e.bits}-{e.clip}-{e.codec}" + (f"-prune{e.prune:g}{e.prune_kind}" if e.prune > 0 else "")
+            + ("-gptq" if e.gptq else "") + f"-{digest}")
 
 
 def run_train(cfg: C.Config, progress: ProgressFn = no_progress, echo: Callable[[str], None] = print) -> dict:

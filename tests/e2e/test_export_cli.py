@@ -16,7 +16,7 @@ def test_export_a_run_writes_a_scored_artifact_from_the_float_weights(trained_ru
     proc = run_pgolf("export", run_dir, "export.bits=5", "export.codec=rans", "--json", cwd=cwd, check_code=0)
     result = json.loads(proc.stdout)
     artifact = Path(result["artifact"])
-    assert artifact.parent == run_dir / "artifacts" and artifact.name == "int5-mse-rans.pgolf"
+    assert artifact.parent == run_dir / "artifacts" and artifact.name.startswith("int5-mse-rans-")
     assert result["bytes"]["model"] == artifact.stat().st_size
     assert result["val_bpb"] == pytest.approx(summary["val_bpb"], rel=1e-9)  # float weights, not an artifact
     assert result["val_bpb_roundtrip"] > result["val_bpb"] - 1e-3
@@ -24,6 +24,17 @@ def test_export_a_run_writes_a_scored_artifact_from_the_float_weights(trained_ru
     assert groups["mlp_in"]["bits"] == 5 and groups["embed"]["bits"] == 8
     assert sum(g["params"] for g in groups.values()) == result["params"]
     assert result["bytes"]["model"] < summary["bytes"]["model"]  # 5-bit matrices code smaller than 6-bit
+
+
+def test_exports_that_differ_only_in_group_bits_do_not_overwrite_each_other(trained_run):
+    cwd, summary, _ = trained_run
+    paths = []
+    for mlp_bits in (5, 7, 5):
+        proc = run_pgolf("export", cwd / summary["run_dir"], "export.codec=zlib",
+                         f"export.group_bits.mlp_in={mlp_bits}", "--json", cwd=cwd, check_code=0)
+        paths.append(Path(json.loads(proc.stdout)["artifact"]))
+    assert paths[0] != paths[1] and paths[0] == paths[2]  # same config, same name; another config, another file
+    assert paths[0].is_file() and paths[1].is_file()
 
 
 def test_gptq_export_beats_rounding_on_the_same_grid(trained_run, tmp_path):

@@ -82,28 +82,31 @@ def score(model: torch.nn.Module, val: ValData, seq_len: int, stride: int, setup
 _CALIBRATION_SEQUENCES = 8  # sequences per forward pass of the GPTQ calibration
 
 
-def calibration_hessians(state_dict: dict[str, torch.Tensor], model_config: dict, cfg: C.Config,
+def calibration_hessians(float_model: torch.nn.Module, cfg: C.Config,
                          setup: DeviceSetup) -> dict[str, torch.Tensor] | None:
-    """GPTQ's per-layer input Hessians from the first export.gptq_tokens training tokens (None without gptq)."""
+    """GPTQ's per-layer input Hessians of `float_model` on the first export.gptq_tokens training tokens (None
+    without gptq)."""
     if not cfg.export.gptq:
         return None
     seq_len = cfg.train.seq_len
     n_seqs = max(1, cfg.export.gptq_tokens // seq_len)
     stream = TokenStream(find_shards(Path(cfg.data.dir), cfg.data.train_pattern))
     tokens = torch.from_numpy(stream.take(n_seqs * seq_len).astype(np.int64)).reshape(n_seqs, seq_len)
-    if int(tokens.max()) >= model_config["vocab_size"]:
+    vocab = float_model.tok_emb.num_embeddings
+    if int(tokens.max()) >= vocab:
         raise DataError(f"training shards in {cfg.data.dir} hold token id {int(tokens.max())}, beyond the model's "
-                        f"vocabulary ({model_config['vocab_size']})")
-    model = build_saved_model(model_config, state_dict).to(setup.device)
+                        f"vocabulary ({vocab})")
     batches = (chunk.to(setup.device) for chunk in tokens.split(_CALIBRATION_SEQUENCES))
     with autocast(setup):
-        return layer_hessians(model, batches)
+        return layer_hessians(float_model.to(setup.device), batches)
 
 
-def export_and_score(state_dict: dict[str, torch.Tensor], model_config: dict, cfg: C.Config, out_path: Path,
-                     val: ValData, setup: DeviceSetup, progress: ProgressFn = no_progress) -> dict:
-    """Export to `out_path`, read it back from disk, dequantize, score. Returns summary fields."""
-    hessians = calibration_hessians(state_dict, model_config, cfg, setup)
+def export_and_score(state_dict: dict[str, torch.Tensor], float_model: torch.nn.Module, model_config: dict,
+                     cfg: C.Config, out_path: Path, val: ValData, setup: DeviceSetup,
+                     progress: ProgressFn = no_progress) -> dict:
+    """Export `state_dict` (the weights of `float_model`, which GPTQ calibrates on) to `out_path`, read it back from
+    disk, dequantize, score. Returns summary fields."""
+    hessians = calibration_hessians(float_model, cfg, setup)
     result = export_state_dict(state_dict, model_config, cfg.export, progress=progress, hessians=hessians)
     write_artifact(out_path, result)
     saved_config, restored = load_artifact(out_path)
@@ -194,7 +197,7 @@ def run_train(cfg: C.Config, progress: ProgressFn = no_progress, echo: Callable[
     float_eval = score(model, val, t.seq_len, cfg.export.eval_stride, setup, progress)
     log(f"float model: val_loss {float_eval.loss:.4f} val_bpb {float_eval.bpb:.4f}")
     out_path = run_dir / "artifacts" / f"{artifact_label(cfg)}{ARTIFACT_SUFFIX}"
-    exported = export_and_score(result.state_dict, model_config, cfg, out_path, val, setup, progress)
+    exported = export_and_score(result.state_dict, model, model_config, cfg, out_path, val, setup, progress)
     log(f"round trip: val_bpb {exported['val_bpb_roundtrip']:.4f}, {exported['bytes']['total']:,} bytes total")
     summary.update({
         "val_loss": float_eval.loss, "val_bpb": float_eval.bpb,
@@ -289,7 +292,7 @@ def run_export(source: Path, cfg: C.Config, out_path: Path | None = None,
     float_model = build_saved_model(model_config, state, where=source)
     float_eval = score(float_model, val, cfg.train.seq_len, cfg.export.eval_stride, setup, progress)
     out_path = Path(out_path) if out_path is not None else default_artifact_path(source, cfg)
-    exported = export_and_score(state, model_config, cfg, out_path, val, setup, progress)
+    exported = export_and_score(state, float_model, model_config, cfg, out_path, val, setup, progress)
     return {"source": kind, "params": sum(t.numel() for t in state.values()), "val_loss": float_eval.loss,
             "val_bpb": float_eval.bpb, "val_tokens": float_eval.tokens, "val_bytes": float_eval.bytes,
             "export": C.to_dict(cfg)["export"], **exported}

@@ -627,7 +627,7 @@ def fit_budget(source: Path, cfg: C.Config, max_bytes: int, margin: int = 0,
     model = build_saved_model(model_config, state, where=source)
     fisher = fisher_weights(model, val.tokens[: space.fisher_tokens + 1], space.fisher_seq_len, search.quant_names)
     table = _SizeTable(state, search.quant_names, fisher, cfg.export,
-                       calibration_hessians(state, model_config, cfg, setup))
+                       calibration_hessians(model, cfg, setup))
 
     pool: dict[tuple, Candidate] = {}
     smallest = None

@@ -5,6 +5,8 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 # A budget that bites for the tiny demo model (about 65% of its int8 size + the 47,642 code bytes).
 DEMO_BUDGET = 420KB
+# A small sweep that ends the demo: 2 decays x 2 prune fractions of a short training (2 trainings, 4 rows).
+DEMO_SWEEP = reg.weight_decay=0,0.04 export.prune=0,0.05 train.iterations=100 train.val_every=0
 export PYTHONUNBUFFERED := 1
 
 .PHONY: setup demo test bench lint clean
@@ -22,6 +24,7 @@ demo: setup
 	$(BIN)/pgolf data prepare
 	$(BIN)/pgolf train run.name=demo
 	$(BIN)/pgolf fit-budget runs/latest --max-bytes $(DEMO_BUDGET)
+	$(BIN)/pgolf sweep $(DEMO_SWEEP) --name demo
 
 test: setup
 	$(BIN)/pytest -q
@@ -29,6 +32,7 @@ test: setup
 bench: setup
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_demo.py
+	$(BIN)/python bench/bench_sweep.py
 
 lint: setup
 	$(BIN)/ruff check pgolf tests bench

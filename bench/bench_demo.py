@@ -1,6 +1,6 @@
 """The `make demo` main job, timed, and its score against the unigram floor.
 
-Runs what `make demo` runs after installation (data prepare, train, fit-budget) as
+Runs what `make demo` runs after installation (data prepare, train, fit-budget, a small sweep) as
 subprocesses, times each step, then compares the tiny model's round-trip val_bpb with
 the bits per byte of a unigram model fitted on the training tokens (the reference
 measured in the same run: a model that knows token frequencies and nothing else).
@@ -32,8 +32,9 @@ def demo_steps() -> list[list[str]]:
     text = (ROOT / "Makefile").read_text()
     body = text.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
     lines = [line.strip() for line in body.splitlines()[1:] if line.strip()]
-    return [shlex.split(line.replace("$(BIN)/", "").replace("$(DEMO_BUDGET)", _var(text, "DEMO_BUDGET")))
-            for line in lines]
+    for name in ("DEMO_BUDGET", "DEMO_SWEEP"):
+        lines = [line.replace(f"$({name})", _var(text, name)) for line in lines]
+    return [shlex.split(line.replace("$(BIN)/", "")) for line in lines]
 
 
 def _var(makefile: str, name: str) -> str:
@@ -52,7 +53,7 @@ def main() -> None:
         seconds = time.perf_counter() - start
         total += seconds
         print(f"{seconds:8.1f} s  {' '.join(argv)}")
-    print(f"{total:8.1f} s  main job after install (target: at most 180 s)")
+    print(f"{total:8.1f} s  main job after install (target: at most 240 s)")
 
     run_dir = (ROOT / "runs" / "latest").resolve()
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -186,19 +186,15 @@ def eval_(
 
     Examples: `pgolf eval runs/latest`; `pgolf eval final_model.pt data=fineweb_sp1024 export.eval_stride=64`.
     """
-    from pgolf.experiment import run_eval
+    from pgolf.experiment import config_for_source, run_eval
 
-    cfg = compose(overrides)
+    cfg = config_for_source(path, overrides or [])
     with RichProgress() as progress:
         summary = run_eval(path, cfg, progress=progress)
     if as_json:
         print_json(summary)
     else:
         out.print(summary_table(summary, f"pgolf eval: {path}"))
-
-
-def _not_built(verb: str) -> None:
-    raise UsageError(f"`pgolf {verb}` is not built yet")
 
 
 def export_groups_table(summary: dict) -> Table:
@@ -281,7 +277,7 @@ def fit_budget(
     """
     from pgolf.experiment import config_for_source
     from pgolf.fit import fit_budget as run_fit
-    from pgolf.report import fit_table
+    from pgolf.tables import fit_table
 
     if code_bytes is not None and code:
         raise UsageError("give --code-bytes or --code, not both")
@@ -306,16 +302,142 @@ def fit_budget(
              f"{summary['config']}")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def sweep(ctx: typer.Context) -> None:
-    """Run a grid of trainings/exports (not built yet)."""
-    _not_built("sweep")
+@app.command()
+def sweep(
+    overrides: Annotated[list[str] | None, typer.Argument(
+        help="Base overrides and sweep axes in Hydra's grammar: key=a,b,c, key=range(0,3), key=choice(x,y); "
+             "sweep=NAME adds the grid of conf/sweep/NAME.yaml.", show_default=False)] = None,
+    name: Annotated[str | None, typer.Option(
+        "--name", help="Sweep folder name under run.root/sweeps (default: derived from the grid's keys and the base "
+                       "overrides, so the same command resumes the same sweep).", show_default=False)] = None,
+    max_bytes: Annotated[str | None, typer.Option(
+        "--max-bytes", help="Also fit every training to this total budget (one more row per training), e.g. 16MB.",
+        show_default=False)] = None,
+    margin: Annotated[str, typer.Option("--margin", help="Safety margin kept below --max-bytes.")] = "0",
+    seeds: Annotated[int | None, typer.Option(
+        "--seeds", help="Train every training cell with seeds seed, seed+1, ... (the same in every cell, so "
+                        "comparisons pair).", show_default=False)] = None,
+    baseline: Annotated[list[str] | None, typer.Option(
+        "--baseline", help="KEY=VALUE of the baseline cell (repeat for several keys); each cell is compared with the "
+                           "cell that has these values and its own other values. Default: the first cell.",
+        show_default=False)] = None,
+    jobs: Annotated[int, typer.Option("--jobs", help="Cells run at once (torch threads = cores / jobs); with "
+                                                     "submitit, jobs in flight.")] = 1,
+    launcher: Annotated[str, typer.Option(
+        "--launcher", help="local (this machine) or submitit (the launcher config group: local or slurm).")] = "local",
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run failed cells again.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and exit without running.")] = False,
+    plot: Annotated[bool, typer.Option(help="Write frontier.png in the sweep folder (needs pgolf[plot]).")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the per-cell table as JSON on stdout and nothing "
+                                                         "else there.")] = False,
+) -> None:
+    """Train and export a grid: one training per training-axis combination and seed, every export point re-exports
+    its weights, --max-bytes adds a fit-budget per training. Resumable: re-running the same command runs only
+    the missing cells (adding values to an axis extends the sweep). Results: run.root/sweeps/NAME/results.csv and
+    results.parquet, after every cell.
+
+    Examples: `pgolf sweep reg.weight_decay=0,0.04,0.09 export.prune=0,0.02,0.05 train.iterations=100`;
+    `pgolf sweep reg.weight_decay=0,0.09 --seeds 3 --baseline reg.weight_decay=0 --max-bytes 420KB`;
+    `pgolf sweep sweep=cpu_tune --jobs 2`.
+    """
+    from pgolf.sweep import make_plan, run_sweep
+
+    plan = make_plan(overrides or [], name=name, seeds=seeds,
+                     max_bytes=C.parse_size(max_bytes) if max_bytes is not None else None,
+                     margin=C.parse_size(margin), baseline=baseline)
+    if jobs < 1:
+        raise UsageError(f"--jobs must be >= 1, got {jobs}")
+    if dry_run:
+        _print_plan(plan, as_json)
+        return
+    with RichProgress() as progress:
+        outcome = run_sweep(plan, jobs=jobs, launcher=launcher, retry_failed=retry_failed, progress=progress,
+                            echo=echo)
+    _print_report([plan.folder], None, None, plan.folder / "frontier.png" if plot else None, as_json, False,
+                  title=f"pgolf sweep: {plan.folder} ({len(outcome.ran)} trainings run now, "
+                        f"{outcome.wall_time_s:.0f} s)")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def report(ctx: typer.Context) -> None:
-    """Tables and plots of a sweep (not built yet)."""
-    _not_built("report")
+def _print_plan(plan, as_json: bool) -> None:
+    from pgolf.sweep import read_cell
+
+    cells = [{"cell": c.cell_id, "seed": c.seed, **c.values, "finished": read_cell(plan, c) is not None
+              if plan.folder.is_dir() else False} for c in plan.cells]
+    summary = {"folder": str(plan.folder), "trainings": len(plan.cells),
+               "exports_per_training": len([p for p in plan.points if p.label != "train"]),
+               "fit_budgets": len(plan.cells) if plan.max_bytes is not None else 0,
+               "rows": len(plan.cells) * plan.rows_per_cell(), "points": [p.label for p in plan.points],
+               "seeds": plan.seeds, "base": plan.base, "cells": cells}
+    if as_json:
+        print_json(summary)
+        return
+    table = Table(title=f"pgolf sweep --dry-run: {plan.folder}")
+    for col in ("cell", "seed", *[a.key for a in plan.train_axes], "finished"):
+        table.add_column(col)
+    for c in cells:
+        table.add_row(*(str(c.get(k, "")) for k in ("cell", "seed", *[a.key for a in plan.train_axes])),
+                      "yes" if c["finished"] else "")
+    out.print(table)
+    fits = f", {summary['fit_budgets']} fit-budgets at {plan.max_bytes:,} bytes" if plan.max_bytes else ""
+    out.print(f"{summary['trainings']} trainings ({sum(c['finished'] for c in cells)} finished), "
+              f"{summary['exports_per_training']} export points per training{fits}; {summary['rows']} result rows. "
+              f"Export points: {', '.join(summary['points'])}. Base: {' '.join(plan.base) or '(defaults)'}")
+
+
+def _print_report(paths: list[Path], by: list[str] | None, max_bytes: int | None, plot_path: Path | None,
+                  as_json: bool, as_csv: bool, title: str, baseline: list[str] | None = None) -> None:
+    from pgolf.errors import MissingExtraError
+    from pgolf.report import build_report, parse_baseline
+    from pgolf.tables import cells_table, csv_text, json_text, plot_frontier
+
+    rep = build_report(paths, by=by, baseline=parse_baseline(baseline) if baseline else None, max_bytes=max_bytes)
+    if as_json:
+        sys.stdout.write(json_text(rep.cells))
+    elif as_csv:
+        sys.stdout.write(csv_text(rep.cells))
+    else:
+        out.print(cells_table(rep.cells, rep.keys, rep.max_bytes, title))
+    if plot_path is not None:
+        try:
+            plot_frontier(rep.cells, plot_path, rep.max_bytes, rep.keys)
+            echo(f"plot: {plot_path}")
+        except MissingExtraError as exc:
+            echo(f"no plot: {exc}")
+
+
+@app.command()
+def report(
+    paths: Annotated[list[Path], typer.Argument(
+        help="Sweep folders, run directories or folders of runs (any set of runs becomes one table).")],
+    by: Annotated[list[str] | None, typer.Option(
+        "--by", help="Group by this config key (repeat for several; default: the swept keys, or the keys whose "
+                     "values differ between the runs). Seeds are aggregated within a group.",
+        show_default=False)] = None,
+    baseline: Annotated[list[str] | None, typer.Option(
+        "--baseline", help="KEY=VALUE of the baseline cell (repeat for several keys; default: the sweep's, else the "
+                           "first cell).", show_default=False)] = None,
+    max_bytes: Annotated[str | None, typer.Option(
+        "--max-bytes", help="Budget line and headroom (default: the sweep's --max-bytes, else 16MB).",
+        show_default=False)] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG of val_bpb against total bytes (needs "
+                                                             "pgolf[plot]).", show_default=False)] = None,
+    as_json: JsonFlag = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print the per-cell table as CSV on stdout and nothing else "
+                                                       "there.")] = False,
+) -> None:
+    """One table of any set of runs: one row per cell (seeds aggregated: mean, std, n), the delta against the
+    baseline cell with one-sided Welch and paired t-test p-values, bytes and headroom, the Pareto frontier of
+    round-trip val_bpb against total bytes marked, the budget line.
+
+    Examples: `pgolf report runs/sweeps/NAME`; `pgolf report runs/ --by reg.weight_decay --plot wd.png`;
+    `pgolf report runs/sweeps/NAME --csv > cells.csv`.
+    """
+    if as_json and as_csv:
+        raise UsageError("give --json or --csv, not both")
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise UsageError(f"--plot {plot} must be a .png file")
+    _print_report(paths, by, C.parse_size(max_bytes) if max_bytes is not None else None, plot, as_json, as_csv,
+                  title=f"pgolf report: {', '.join(map(str, paths))}", baseline=baseline)
 
 
 def main(argv: list[str] | None = None) -> None:

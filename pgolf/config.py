@@ -79,6 +79,8 @@ class TrainConfig:
     """Tokens per optimizer step (all micro-batches and ranks together)."""
     grad_accum: int = 1
     """Micro-batches per optimizer step on each rank."""
+    sampling: str = "stream"
+    """Training batches: stream (shards in order, as the reference) or random (seeded windows at random positions)."""
     iterations: int = 20000
     """Maximum optimizer steps."""
     warmup_steps: int = 20
@@ -286,6 +288,22 @@ class FitConfig:
 
 
 @dataclass
+class LauncherConfig:
+    cluster: str = "local"
+    """Where `pgolf sweep --launcher submitit` sends training cells: local (subprocesses here) or slurm."""
+    partition: str = ""
+    """Slurm partition (empty: the cluster's default)."""
+    nodes: int = 1
+    """Nodes per training cell."""
+    gpus_per_node: int = 0
+    """GPUs per node (one training process per GPU; 0 = one CPU process)."""
+    cpus_per_task: int = 2
+    """CPU cores per training process."""
+    timeout_min: int = 60
+    """Wall-time limit of one training cell's job, in minutes."""
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -295,6 +313,7 @@ class Config:
     export: ExportConfig = field(default_factory=ExportConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     fit: FitConfig = field(default_factory=FitConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
     seed: int = 1337
     """Random seed for init, data order and dropout."""
     device: str = "auto"
@@ -406,6 +425,62 @@ def compose(overrides: list[str] | tuple[str, ...] = (), allow_sweep: bool = Fal
     return obj
 
 
+@dataclass
+class SweepAxis:
+    """One swept key and its values, as override strings (`reg.weight_decay` -> ["0", "0.04"])."""
+
+    key: str
+    """The dotted key or config group, without Hydra's +/++ prefix (the results column)."""
+    values: list[str]
+    """Override values in grid order, duplicates removed."""
+    prefix: str = ""
+    """Hydra's `+` or `++` when the override adds a key."""
+
+    def override(self, value: str) -> str:
+        return f"{self.prefix}{self.key}={value}"
+
+
+def parse_sweep(overrides: list[str] | tuple[str, ...]) -> tuple[list[str], list[SweepAxis]]:
+    """Split overrides into base overrides and sweep axes, expanded by Hydra's own override parser.
+
+    `a=1,2`, `a=range(0,3)` and `a=choice(x,y)` are axes; `interval(...)` (a continuous range, for optimizers) and
+    `glob(...)` are refused. An axis that expands to nothing and a key given twice are errors.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    base: list[str] = []
+    axes: list[SweepAxis] = []
+    seen: set[str] = set()
+    for item in overrides:
+        try:
+            parsed = parser.parse_overrides([item])[0]
+        except Exception as exc:
+            raise ConfigError(f"bad override {item!r}: {_one_line(exc)}") from exc
+        key = parsed.key_or_group
+        if key in seen:
+            raise ConfigError(f"{key} is given twice; give each key once (a sweep axis lists all its values)")
+        seen.add(key)
+        if not parsed.is_sweep_override():
+            base.append(item)
+            continue
+        if parsed.is_interval_sweep():
+            raise ConfigError(f"{item!r}: interval() is a continuous range for optimizing sweepers; a grid needs "
+                              "listed values, e.g. a=0,0.5,1 or a=range(0,3)")
+        if "glob(" in item:
+            raise ConfigError(f"{item!r}: glob() is not supported in a grid; list the options, e.g. "
+                              "model=tiny,baseline")
+        try:
+            values = list(dict.fromkeys(parsed.sweep_string_iterator()))
+        except Exception as exc:
+            raise ConfigError(f"bad sweep values in {item!r}: {_one_line(exc)}") from exc
+        if not values:
+            raise ConfigError(f"sweep axis {item!r} has no values")
+        element = parsed.get_key_element()
+        axes.append(SweepAxis(key=key, values=values, prefix=element[: len(element) - len(element.lstrip("+"))]))
+    return base, axes
+
+
 def from_dict(data: dict[str, Any]) -> Config:
     """Rebuild a Config from a saved dict (e.g. a run's config.yaml), validated by the schema."""
     from omegaconf import OmegaConf
@@ -428,6 +503,26 @@ def to_yaml(cfg: Config) -> str:
     from omegaconf import OmegaConf
 
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def load_plain_yaml(path: Path) -> dict[str, Any]:
+    """A YAML file as plain dicts and lists (sweep files, sweep.yaml), or a one-line ConfigError."""
+    from omegaconf import OmegaConf
+
+    try:
+        data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except Exception as exc:
+        raise ConfigError(f"cannot read {path}: {_one_line(exc)}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def plain_yaml(data: dict[str, Any]) -> str:
+    """YAML text of plain dicts and lists."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.create(data))
 
 
 def load_yaml(path: Path) -> Config:
@@ -511,6 +606,7 @@ def validate(cfg: Config) -> None:
     need(t.wallclock_s >= 0, f"train.wallclock_s must be >= 0, got {t.wallclock_s}")
     need(t.log_every >= 1, f"train.log_every must be >= 1, got {t.log_every}")
     need(t.val_every >= 0, f"train.val_every must be >= 0, got {t.val_every}")
+    need(t.sampling in ("stream", "random"), f"train.sampling must be stream or random, got {t.sampling!r}")
     for name in ("matrix_lr", "embed_lr", "head_lr", "scalar_lr", "adam_eps"):
         value = getattr(t, name)
         need(0 <= value < float("inf"), f"train.{name} must be finite and >= 0, got {value}")
@@ -558,6 +654,11 @@ def validate(cfg: Config) -> None:
     need(e.gptq_damp > 0, f"export.gptq_damp must be > 0, got {e.gptq_damp}")
     problems += fit_problems(cfg.fit)
     need(cfg.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {cfg.device!r}")
+    lc = cfg.launcher
+    need(lc.cluster in ("local", "slurm"), f"launcher.cluster must be local or slurm, got {lc.cluster!r}")
+    for name in ("nodes", "cpus_per_task", "timeout_min"):
+        need(getattr(lc, name) >= 1, f"launcher.{name} must be >= 1, got {getattr(lc, name)}")
+    need(lc.gpus_per_node >= 0, f"launcher.gpus_per_node must be >= 0, got {lc.gpus_per_node}")
     for name in ("max_bytes", "margin"):
         try:
             parse_size(getattr(cfg.budget, name))

@@ -28,6 +28,10 @@ class CodecError(PgolfError):
     """An unknown codec, or one whose library is not installed."""
 
 
+class MissingExtraError(PgolfError):
+    """An optional extra (pgolf[plot], pgolf[submitit]) that the request needs is not installed."""
+
+
 class TrainingError(PgolfError):
     """Training could not go on (NaN or inf loss, nothing to train on)."""
 
@@ -48,3 +52,9 @@ class Interrupted(PgolfError):
     """The user pressed Ctrl-C; what was trained has been saved."""
 
     exit_code = 130
+
+
+class Terminated(Interrupted):
+    """The process was sent SIGTERM (a scheduler or `kill`); what finished has been written."""
+
+    exit_code = 143

@@ -138,8 +138,13 @@ def artifact_label(cfg: C.Config) -> str:
             + ("-gptq" if e.gptq else "") + f"-{digest}")
 
 
-def run_train(cfg: C.Config, progress: ProgressFn = no_progress, echo: Callable[[str], None] = print) -> dict:
-    """`pgolf train`: the whole job. Returns the summary (also written to summary.json)."""
+def run_train(cfg: C.Config, progress: ProgressFn = no_progress, echo: Callable[[str], None] = print,
+              run_dir: Path | None = None) -> dict:
+    """`pgolf train`: the whole job. Returns the summary (also written to summary.json).
+
+    `run_dir` (a sweep cell) is used as given and leaves `runs/latest` alone; by default a new dated run
+    directory is made and `latest` points at it.
+    """
     setup = resolve_device(cfg.device, cfg.train.compile)
     dist_info = init_distributed(setup.device)
     seed_everything(cfg.seed + dist_info.rank)
@@ -147,11 +152,16 @@ def run_train(cfg: C.Config, progress: ProgressFn = no_progress, echo: Callable[
     train_files = find_shards(Path(cfg.data.dir), cfg.data.train_pattern)
     val = load_val_data(cfg, t.seq_len, cfg.data.val_tokens)
     batches = TrainBatches(train_files, t.batch_tokens, t.seq_len, t.grad_accum, rank=dist_info.rank,
-                           world_size=dist_info.world_size, device=setup.device)
+                           world_size=dist_info.world_size, device=setup.device, sampling=t.sampling, seed=cfg.seed)
 
     model = build_model(cfg).to(setup.device)
     check_no_decay_names(list(model.named_parameters()), cfg.reg)  # before anything is written
-    run_dir = create_run_dir(cfg.run.root, cfg.run.name) if dist_info.is_main else None
+    if not dist_info.is_main:
+        run_dir = None
+    elif run_dir is None:
+        run_dir = create_run_dir(cfg.run.root, cfg.run.name)
+    else:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
     log_lines: list[str] = []
 
     def log(message: str) -> None:
@@ -181,7 +191,7 @@ def run_train(cfg: C.Config, progress: ProgressFn = no_progress, echo: Callable[
     summary = {
         "run_dir": str(run_dir), "name": cfg.run.name, "seed": cfg.seed, "params": n_params,
         "stop_reason": result.stop_reason, "steps": result.steps, "train_time_s": result.train_time_s,
-        "tokens_per_s": result.tokens_per_s, "device": setup.description,
+        "tokens_per_s": result.tokens_per_s, "device": setup.description, "export": C.to_dict(cfg)["export"],
         "versions": {"pgolf": pgolf.__version__, "torch": torch.__version__, "python": platform.python_version()},
     }
     if result.stop_reason in ("interrupted", "nan"):

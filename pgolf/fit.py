@@ -63,10 +63,8 @@ source with its `export` section writes the same bytes.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import heapq
-import io
 import itertools
 import math
 import re
@@ -76,11 +74,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from pgolf import config as C
+from pgolf import tables as T
 from pgolf.checkpoint import build_model as build_saved_model
 from pgolf.errors import BudgetError, ConfigError
 from pgolf.experiment import ARTIFACT_SUFFIX, ValData, calibration_hessians, load_any, load_val_data, score
@@ -193,16 +193,6 @@ class FitResult:
 
 
 # --------------------------------------------------------------------------- small pure pieces
-
-def pareto_front(model_bytes: list[int], val_bpb: list[float]) -> list[bool]:
-    """True for points no other point beats: one with <= bytes and lower BPB, or fewer bytes and <= BPB."""
-    marks = []
-    for b, v in zip(model_bytes, val_bpb, strict=True):
-        dominated = any((b2 <= b and v2 < v) or (b2 < b and v2 <= v)
-                        for b2, v2 in zip(model_bytes, val_bpb, strict=True))
-        marks.append(not dominated)
-    return marks
-
 
 def budget_label(max_bytes: int) -> str:
     """File-name label of a budget: fit-<bytes>."""
@@ -662,7 +652,7 @@ def fit_budget(source: Path, cfg: C.Config, max_bytes: int, margin: int = 0,
     search.evaluations += 2
     chosen.model_bytes = file_bytes
 
-    rows = candidate_rows(evaluated, chosen, code_bytes, limit_total, float_search_bpb)
+    rows = candidate_frame(evaluated, chosen, code_bytes, limit_total, float_search_bpb)
     summary = {
         "source": kind, "params": sum(t.numel() for t in state.values()),
         "max_bytes": max_bytes, "margin": margin, "limit_bytes": limit_total,
@@ -678,10 +668,10 @@ def fit_budget(source: Path, cfg: C.Config, max_bytes: int, margin: int = 0,
         "bpb_evaluations": search.evaluations, "size_candidates": len(pool),
         "header_overhead_bytes": blob_result.overhead_bytes,
         "wall_time_s": time.time() - started,
-        "candidates": rows,
+        "candidates": T.records(rows),
         "csv": str(paths["csv"]), "json": str(paths["json"]), "config": str(paths["config"]),
     }
-    atomic_write_text(paths["csv"], rows_csv(rows))
+    T.write_csv(rows, paths["csv"])
     atomic_write_text(paths["config"], C.to_yaml(dataclasses.replace(cfg, export=export_cfg)))
     atomic_write_json(paths["json"], summary)
     return FitResult(summary=summary, candidates=evaluated)
@@ -719,24 +709,15 @@ ROW_FIELDS = ("config", "origin", "model_bytes", "code_bytes", "total_bytes", "h
               "delta_bpb", "proxy", "frontier", "chosen")
 
 
-def candidate_rows(evaluated: list[Candidate], chosen: Candidate, code_bytes: int, limit_total: int,
-                   float_bpb: float) -> list[dict[str, Any]]:
-    """One dict per evaluated candidate (search-slice BPB), sorted by bytes, frontier and choice marked."""
+def candidate_frame(evaluated: list[Candidate], chosen: Candidate, code_bytes: int, limit_total: int,
+                    float_bpb: float) -> pd.DataFrame:
+    """One row per evaluated candidate (search-slice BPB) in ROW_FIELDS order, sorted by bytes, the Pareto
+    frontier and the choice marked."""
     ordered = sorted(evaluated, key=lambda c: c.model_bytes)
-    front = pareto_front([c.model_bytes for c in ordered], [c.val_bpb for c in ordered])
-    rows = []
-    for cand, on_front in zip(ordered, front, strict=True):
-        total = cand.model_bytes + code_bytes
-        rows.append({"config": cand.label(), "origin": cand.origin, "model_bytes": cand.model_bytes,
-                     "code_bytes": code_bytes, "total_bytes": total, "headroom_bytes": limit_total - total,
-                     "val_bpb": cand.val_bpb, "delta_bpb": cand.val_bpb - float_bpb, "proxy": cand.proxy,
-                     "frontier": on_front, "chosen": cand is chosen})
+    rows = pd.DataFrame([{
+        "config": c.label(), "origin": c.origin, "model_bytes": c.model_bytes, "code_bytes": code_bytes,
+        "total_bytes": c.model_bytes + code_bytes, "headroom_bytes": limit_total - c.model_bytes - code_bytes,
+        "val_bpb": c.val_bpb, "delta_bpb": c.val_bpb - float_bpb, "proxy": c.proxy, "frontier": False,
+        "chosen": c is chosen} for c in ordered], columns=list(ROW_FIELDS))
+    rows["frontier"] = T.pareto_front(rows["model_bytes"], rows["val_bpb"])
     return rows
-
-
-def rows_csv(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=ROW_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()

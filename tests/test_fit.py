@@ -1,5 +1,5 @@
 """fit.py on a small random GPT: exact sizes, fills never over the limit, single-tensor raises, selective-pruning
-order, the choice among measured candidates, Pareto, checks."""
+order, the choice among measured candidates, checks."""
 
 import dataclasses
 
@@ -14,16 +14,17 @@ from pgolf.export.gptq import layer_hessians
 from pgolf.export.prune import prune_selective
 from pgolf.export.quantize import quantize_rows, tensor_group
 from pgolf.fit import (
+    ROW_FIELDS,
     Candidate,
     _Search,
     _Setting,
     _shrink,
     _SizeTable,
     budget_limit,
+    candidate_frame,
     check_space,
     export_config_of,
     output_paths,
-    pareto_front,
     pruned_levels,
     short_tensor_name,
 )
@@ -199,11 +200,6 @@ def test_smallest_is_below_every_candidate(search):
     assert s.candidates(table, SETTING, smallest - 1) == []
 
 
-def test_pareto_front_marks_only_undominated_points():
-    assert pareto_front([100, 200, 300, 250], [3.0, 2.5, 2.4, 2.6]) == [True, True, True, False]
-    assert pareto_front([100, 100], [2.0, 2.0]) == [True, True]
-
-
 @pytest.mark.parametrize(("max_bytes", "margin"), [(0, 0), (-5, 0), (100, 100), (100, 200), (100, -1)])
 def test_bad_budgets_are_config_errors(max_bytes, margin):
     with pytest.raises(ConfigError):
@@ -225,3 +221,19 @@ def test_output_paths_in_a_run_dir_and_beside_a_file(tmp_path):
     assert paths["csv"].parent == tmp_path / "fit"
     ckpt = tmp_path / "final_model.pt"
     assert output_paths(ckpt, 16_000_000)["artifact"] == tmp_path / "final_model.fit-16000000.pgolf"
+
+
+def test_candidate_frame_keeps_the_csv_columns_and_marks_frontier_and_choice(tmp_path):
+    def cand(model_bytes, bpb, origin):
+        return Candidate(group_bits={"embed": 8}, clip="max", clip_k=12.0, codec="rans", prune=0.0,
+                         stream_bytes=model_bytes, proxy=1.0, model_bytes=model_bytes, val_bpb=bpb, origin=origin)
+
+    chosen = cand(300, 2.4, "proxy")
+    frame = candidate_frame([chosen, cand(100, 3.0, "uniform"), cand(250, 2.6, "fill"), cand(200, 2.5, "proxy")],
+                            chosen, code_bytes=10, limit_total=400, float_bpb=2.0)
+    assert tuple(frame.columns) == ROW_FIELDS
+    assert frame["model_bytes"].tolist() == [100, 200, 250, 300]
+    assert frame["frontier"].tolist() == [True, True, False, True]
+    assert frame["chosen"].tolist() == [False, False, False, True]
+    assert frame["headroom_bytes"].tolist() == [290, 190, 140, 90]
+    assert frame["delta_bpb"].iloc[-1] == pytest.approx(0.4)

@@ -76,3 +76,44 @@ def test_check_vocab():
     check_vocab(1024, 1024, "tokenizer t.model")
     with pytest.raises(DataError, match="tokenizer t.model needs a vocabulary of 4096 but model.vocab_size is 1024"):
         check_vocab(4096, 1024, "tokenizer t.model")
+
+
+def _random_batches(shards, seed=0, rank=0, world_size=1):
+    return TrainBatches(shards, batch_tokens=16 * world_size, seq_len=4, grad_accum=1, rank=rank,
+                        world_size=world_size, sampling="random", seed=seed)
+
+
+def test_random_sampling_draws_contiguous_windows_within_a_shard(shards):
+    batches = _random_batches(shards)
+    for _ in range(20):
+        x, y = batches.next_batch()
+        assert x.shape == y.shape == (4, 4) and x.dtype == torch.int64
+        windows = torch.cat([x, y[:, -1:]], dim=1)  # (B, T + 1)
+        assert torch.equal(windows[:, 1:] - windows[:, :-1], torch.ones(4, 4, dtype=torch.int64))
+        assert not ((windows[:, 0] < 30) & (windows[:, -1] >= 30)).any()  # never across a shard boundary
+        in_short = (windows[:, 0] >= 30) & (windows[:, 0] < 35)
+        assert (windows[in_short, 0] == 30).all()  # the 5-token shard holds exactly one window
+
+
+def test_random_sampling_changes_per_step_and_repeats_per_seed(shards):
+    def steps(seed):
+        loader = _random_batches(shards, seed=seed)
+        return [loader.next_batch()[0] for _ in range(5)]
+
+    first, again, other = steps(0), steps(0), steps(1)
+    assert all(torch.equal(p, q) for p, q in zip(first, again, strict=True))
+    assert len({tuple(x.flatten().tolist()) for x in first}) == 5
+    assert not torch.equal(first[0], other[0])
+
+
+def test_random_sampling_differs_per_rank(shards):
+    ranks = [_random_batches(shards, rank=r, world_size=2) for r in range(2)]
+    x0, x1 = (loader.next_batch()[0] for loader in ranks)
+    assert x0.shape == x1.shape == (4, 4) and not torch.equal(x0, x1)
+
+
+def test_random_sampling_rejects_bad_mode_and_short_shards(shards):
+    with pytest.raises(ConfigError, match="train.sampling must be one of stream, random"):
+        TrainBatches(shards, batch_tokens=16, seq_len=4, grad_accum=1, sampling="shuffle")
+    with pytest.raises(DataError, match="no shard with a whole window of 101 tokens"):
+        TrainBatches(shards, batch_tokens=100, seq_len=100, grad_accum=1, sampling="random")

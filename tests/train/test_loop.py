@@ -76,7 +76,8 @@ def train(corpus, val_data, tmp_path_factory):
             cfg = compose([*TINY, *overrides])
             torch.manual_seed(cfg.seed)
             model = build_model(cfg)
-            batches = TrainBatches(corpus.train_files, cfg.train.batch_tokens, cfg.train.seq_len, cfg.train.grad_accum)
+            batches = TrainBatches(corpus.train_files, cfg.train.batch_tokens, cfg.train.seq_len, cfg.train.grad_accum,
+                                   sampling=cfg.train.sampling, seed=cfg.seed)
             path = tmp_path_factory.mktemp("run") / "metrics.jsonl"
             metrics = MetricsLog(path)
             lines: list[str] = []
@@ -200,6 +201,20 @@ def test_nan_loss_stops_names_the_step_and_keeps_finite_weights(train, extra):
     assert result.error in run.log
     assert set(result.state_dict) == baseline_keys()
     assert all(torch.isfinite(w).all() for w in result.state_dict.values())
+
+
+def test_random_sampling_trains_on_other_windows_reproducibly(train):
+    stream, random_windows = train("train.sampling=stream"), train("train.sampling=random")
+    again = train("train.sampling=random", f"seed={compose(TINY).seed}")  # a separate run, the same config
+    losses = [[r["train_loss"] for r in run.records if "train_loss" in r] for run in (stream, random_windows, again)]
+    assert losses[0] != losses[1] and losses[1] == losses[2]
+    weights = random_windows.result.state_dict
+    assert all(torch.equal(weights[k], again.result.state_dict[k]) for k in weights)
+
+
+def test_cpu_defaults_sample_random_windows_and_gpu_presets_keep_the_stream():
+    assert compose([]).train.sampling == "random"
+    assert compose(["train=h100_10min"]).train.sampling == "stream"
 
 
 def test_weight_decay_shrinks_block_matrices(train):

@@ -1,0 +1,229 @@
+"""`pgolf sweep` and `pgolf report` as a user runs them: a grid of tiny trainings, resumed, extended, killed, with a
+failing cell, in parallel workers and through submitit's local executor; bad input gives one line."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from pgolf import cli
+
+from .conftest import one_line_error, run_pgolf
+
+pytestmark = pytest.mark.slow
+
+TINY = ["train.iterations=12", "train.val_every=0", "train.log_every=4", "data.val_tokens=8192",
+        "fit.val_tokens=2048", "fit.evals=1", "fit.bits=[4,5]", "fit.embed_bits=[6,7]", "fit.max_prune=0.1"]
+REQUIRED = ["seed", "status", "error", "params", "model_bytes", "code_bytes", "total_bytes", "headroom_bytes",
+            "val_bpb", "val_bpb_roundtrip", "steps", "train_time_s", "tokens_per_s", "artifact", "run_dir"]
+
+
+def sweep_folder(cwd):
+    folders = list((cwd / "runs" / "sweeps").iterdir())
+    assert len(folders) == 1, folders
+    return folders[0]
+
+
+def results(folder):
+    return pd.read_csv(folder / "results.csv", dtype={"reg.weight_decay": str, "export.prune": str})
+
+
+def scores(frame):
+    """The columns a resumed sweep must reproduce exactly (everything but timings)."""
+    return frame[["cell", "point", "status", "model_bytes", "total_bytes", "val_bpb", "val_bpb_roundtrip", "steps"]]
+
+
+@pytest.fixture(scope="module")
+def grid_sweep(tmp_path_factory, builtin_data):
+    cwd = tmp_path_factory.mktemp("sweep")
+    data = [f"data.dir={builtin_data}", f"data.tokenizer={builtin_data / 'tokenizer.model'}"]
+    args = ["sweep", "reg.weight_decay=0,0.04", "export.prune=0,0.05", *data, *TINY, "--max-bytes", "420KB"]
+    proc = run_pgolf(*args, "--json", cwd=cwd, check_code=0)
+    return cwd, args, proc
+
+
+def test_a_grid_trains_once_per_training_value_and_exports_every_point(grid_sweep):
+    cwd, _, proc = grid_sweep
+    folder = sweep_folder(cwd)
+    cells = sorted(p.name for p in (folder / "cells").iterdir())
+    assert len(cells) == 2  # 2 decays x 2 prunes: two trainings, not four
+    frame = results(folder)
+    assert len(frame) == 2 * 3  # per training: two export points and one fit-budget
+    assert set(REQUIRED + ["reg.weight_decay", "export.prune", "point", "cell"]) <= set(frame.columns)
+    assert (frame["status"] == "ok").all()
+    assert set(frame["point"]) == {"export.prune=0", "export.prune=0.05", "fit-420000"}
+    assert (frame["total_bytes"] == frame["model_bytes"] + frame["code_bytes"]).all()
+    fit = frame[frame["point"] == "fit-420000"]
+    assert (fit["total_bytes"] <= 420_000).all() and (fit["headroom_bytes"] == 420_000 - fit["total_bytes"]).all()
+    for _, row in frame.iterrows():
+        assert (cwd / row["artifact"]).is_file() or os.path.isfile(row["artifact"])
+        assert row["run_dir"].endswith(row["cell"])
+    pd.testing.assert_frame_equal(pd.read_parquet(folder / "results.parquet")[["val_bpb_roundtrip", "total_bytes"]],
+                                  frame[["val_bpb_roundtrip", "total_bytes"]], check_dtype=False)
+    assert not (cwd / "runs" / "latest").exists()  # sweep cells never move runs/latest
+    table = json.loads(proc.stdout)  # --json: the per-cell table alone on stdout
+    assert len(table) == 6 and {"n_seeds", "bpb_mean", "bpb_std", "delta_vs_baseline", "p_welch", "p_paired",
+                                "reg.weight_decay", "total_bytes"} <= set(table[0])
+    assert (folder / "sweep.yaml").is_file() and (folder / "frontier.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_each_cell_is_a_run_directory_the_other_verbs_read(grid_sweep):
+    cwd, _, _ = grid_sweep
+    cell = next((sweep_folder(cwd) / "cells").iterdir())
+    proc = run_pgolf("eval", cell, "data.val_tokens=8192", "--json", cwd=cwd, check_code=0)
+    assert json.loads(proc.stdout)["val_bpb"] > 0
+    proc = run_pgolf("report", cell, "--csv", cwd=cwd, check_code=0)
+    assert proc.stdout.splitlines()[0].split(",")[0] and "bpb_mean" in proc.stdout.splitlines()[0]
+
+
+def test_rerunning_runs_nothing_and_keeps_the_results(grid_sweep):
+    cwd, args, _ = grid_sweep
+    folder = sweep_folder(cwd)
+    before = (folder / "results.csv").read_bytes()
+    proc = run_pgolf(*args, cwd=cwd, check_code=0)
+    assert "2 finished before, 0 to run" in proc.stderr
+    assert (folder / "results.csv").read_bytes() == before
+
+
+def test_another_grid_in_the_same_folder_is_refused_and_loses_nothing(grid_sweep):
+    cwd, args, _ = grid_sweep
+    folder = sweep_folder(cwd)
+    before = (folder / "results.csv").read_bytes()
+    other = [a if a != "reg.weight_decay=0,0.04" else "reg.weight_decay=0.04,0.09" for a in args]
+    proc = run_pgolf(*other, cwd=cwd)
+    assert proc.returncode == 1 and "another grid" in one_line_error(proc)
+    assert (folder / "results.csv").read_bytes() == before
+
+
+def test_adding_a_value_extends_the_sweep(grid_sweep):
+    cwd, args, _ = grid_sweep
+    folder = sweep_folder(cwd)
+    before = results(folder)
+    wider = [a if a != "reg.weight_decay=0,0.04" else "reg.weight_decay=0,0.04,0.09" for a in args]
+    proc = run_pgolf(*wider, cwd=cwd, check_code=0)
+    assert "2 finished before, 1 to run" in proc.stderr
+    after = results(folder)
+    assert len(after) == 9 and sweep_folder(cwd) == folder
+    pd.testing.assert_frame_equal(after.iloc[:6], before)
+
+
+def _wait_for(predicate, proc, what, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        assert proc.poll() is None, f"the sweep ended before {what}: {proc.communicate()}"
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _popen_sweep(cwd, args):
+    return subprocess.Popen([sys.executable, "-m", "pgolf", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _second_training_running(cwd):
+    def check():
+        root = cwd / "runs" / "sweeps"
+        cells = sorted(root.glob("*/cells/*")) if root.exists() else []
+        done = [c for c in cells if (c / "cell.json").is_file()]
+        running = [c for c in cells if not (c / "cell.json").is_file() and (c / "metrics.jsonl").is_file()
+                   and (c / "metrics.jsonl").stat().st_size > 0]
+        return len(done) == 1 and len(running) == 1
+    return check
+
+
+def test_kill_9_mid_training_loses_no_finished_cell_and_the_rerun_matches(tmp_path, data_overrides):
+    args = ["sweep", "reg.weight_decay=0,0.04", *data_overrides, "train.iterations=60", *TINY[1:]]
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    proc = _popen_sweep(killed, args)
+    _wait_for(_second_training_running(killed), proc, "the second training")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    folder = sweep_folder(killed)
+    first = next(c for c in (folder / "cells").iterdir() if (c / "cell.json").is_file())
+    finished_at = (first / "cell.json").stat().st_mtime_ns
+    assert len(results(folder)) == 1  # the finished cell was written before the kill
+    rerun = run_pgolf(*args, cwd=killed, check_code=0)
+    assert "1 finished before, 1 to run" in rerun.stderr
+    assert (first / "cell.json").stat().st_mtime_ns == finished_at  # not redone
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    run_pgolf(*args, cwd=clean, check_code=0)
+    pd.testing.assert_frame_equal(scores(results(folder)), scores(results(sweep_folder(clean))))
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_and_ctrl_c_write_what_finished(tmp_path, data_overrides, sig, code):
+    first_short = ["sweep", "train.iterations=12,100000", *data_overrides, *TINY[1:]]
+    proc = _popen_sweep(tmp_path, first_short)
+    _wait_for(_second_training_running(tmp_path), proc, "the second training")
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == code, stderr
+    assert "1 of 2 cells finished" in stderr.strip().splitlines()[-1] and "Traceback" not in stderr
+    assert len(pd.read_csv(sweep_folder(tmp_path) / "results.csv")) == 1
+
+
+def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, data_overrides):
+    proc = run_pgolf("sweep", "train.embed_lr=0.05,1e38", "reg.grad_clip=0", *data_overrides, *TINY, cwd=tmp_path,
+                     check_code=0)
+    frame = pd.read_csv(sweep_folder(tmp_path) / "results.csv")
+    assert list(frame["status"]) == ["ok", "failed"]
+    assert "loss became nan" in frame["error"][1] and "\n" not in frame["error"][1]
+    assert frame["val_bpb_roundtrip"].isna()[1]
+    ok_row = pd.read_csv(sweep_folder(tmp_path) / "results.csv", dtype=str).iloc[0]
+    assert ok_row["params"].isdigit() and ok_row["total_bytes"].isdigit()  # a failed row does not make them floats
+    assert "failed" in proc.stderr
+
+
+@pytest.mark.parametrize("launcher", ["local", "submitit"])
+def test_parallel_cells_locally_and_through_submitit(tmp_path, data_overrides, launcher):
+    proc = run_pgolf("sweep", "reg.weight_decay=0,0.04", *data_overrides, *TINY, "--jobs", "2", "--launcher",
+                     launcher, "--json", cwd=tmp_path, check_code=0)
+    frame = results(sweep_folder(tmp_path))
+    assert list(frame["status"]) == ["ok", "ok"] and list(frame["reg.weight_decay"]) == ["0", "0.04"]
+    assert all((tmp_path / a).is_file() for a in frame["artifact"])
+    assert len(json.loads(proc.stdout)) == 2
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, data_overrides):
+    proc = run_pgolf("sweep", "reg.weight_decay=0,0.04,0.09", "export.prune=0,0.02", *data_overrides, "--seeds", "2",
+                     "--max-bytes", "16MB", "--dry-run", "--json", cwd=tmp_path, check_code=0)
+    plan = json.loads(proc.stdout)
+    assert (plan["trainings"], plan["exports_per_training"], plan["fit_budgets"], plan["rows"]) == (6, 2, 6, 18)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (["reg.weight_decay=0,0.04", "--jobs", "0"], 2, "--jobs"),
+    (["reg.weight_decay=0,0.04", "--seeds", "0"], 2, "--seeds"),
+    (["reg.weight_decay=0,0.04", "--launcher", "cloud"], 2, "--launcher"),
+    (["reg.weight_decay=0,,1"], 1, "bad override"),
+    ([], 2, "empty grid"),
+])
+def test_bad_sweep_input_is_one_line(tmp_path, args, code, words):
+    proc = run_pgolf("sweep", *args, cwd=tmp_path)
+    assert proc.returncode == code and words in one_line_error(proc)
+
+
+def test_submitit_missing_names_the_extra(tmp_path, monkeypatch, capsys, data_overrides):
+    monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit -> ImportError
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["sweep", "reg.weight_decay=0,0.04", *data_overrides, "--launcher", "submitit"])
+    assert exit_info.value.code == 2 and "pgolf[submitit]" in capsys.readouterr().err
+    assert not list((tmp_path / "runs" / "sweeps").glob("*/cells/*"))
+
+
+def test_report_on_a_folder_without_results_is_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    proc = run_pgolf("report", tmp_path / "empty", cwd=tmp_path)
+    assert proc.returncode == 1 and "empty" in one_line_error(proc)

@@ -252,7 +252,11 @@ def plot_frontier(cells: pd.DataFrame, path: Path | str, max_bytes: int | None, 
     if len(front):
         ax.plot(front["total_bytes"].astype(float), front["bpb_mean"].astype(float), "-", color="tab:green",
                 label="Pareto frontier")
-    if max_bytes is not None:
+    if max_bytes is not None and len(x) and max_bytes > 2 * x.max():
+        # a budget far right of every cell would squash them into one column: say where it is instead
+        ax.plot([], [], " ", label=f"budget {max_bytes:,} bytes (far right: {max_bytes - x.max():,.0f} bytes of "
+                                   "headroom past the largest cell)")
+    elif max_bytes is not None:
         ax.axvline(max_bytes, color="tab:red", linestyle="--", label=f"budget {max_bytes:,} bytes")
     ax.set_xlabel("total bytes (artifact + code)")
     ax.set_ylabel("val_bpb (round trip)")

@@ -141,18 +141,18 @@ def load_sweep_file(name: str) -> tuple[list[str], list[str]]:
     return [str(o) for o in overrides], axes
 
 
-def split_sweep_file(overrides: list[str]) -> tuple[list[str], list[str]]:
-    """Pull `sweep=NAME` out of the overrides: (its file's overrides then the rest, the rest alone)."""
+def expand_sweep_file(overrides: list[str]) -> list[str]:
+    """Replace `sweep=NAME` by its file's overrides; a key also given on the command line keeps that value."""
     named = [o for o in overrides if o.startswith("sweep=")]
     rest = [o for o in overrides if not o.startswith("sweep=")]
     if len(named) > 1:
         raise ConfigError("give sweep=NAME once")
     if not named:
-        return rest, rest
+        return rest
     file_base, file_axes = load_sweep_file(named[0].partition("=")[2])
     cli_keys = {o.lstrip("+~").partition("=")[0] for o in rest}
     kept = [o for o in file_base + file_axes if o.lstrip("+~").partition("=")[0] not in cli_keys]
-    return kept + rest, rest
+    return kept + rest
 
 
 def _root_of(key: str) -> str:
@@ -208,13 +208,11 @@ def _axis_overrides(axes: list[C.SweepAxis], values: dict[str, str]) -> list[str
     return [a.override(values[a.key]) for a in axes if a.key in values]
 
 
-def make_plan(overrides: list[str], runs_root_hint: str | None = None, name: str | None = None,
-              seeds: int | None = None, max_bytes: int | None = None, margin: int = 0,
-              baseline: list[str] | None = None) -> Plan:
+def make_plan(overrides: list[str], name: str | None = None, seeds: int | None = None, max_bytes: int | None = None,
+              margin: int = 0, baseline: list[str] | None = None) -> Plan:
     """Parse and validate the whole grid (every training cell's and export point's config composed) before
     anything runs."""
-    all_overrides, _ = split_sweep_file(list(overrides))
-    base, axes = C.parse_sweep(all_overrides)
+    base, axes = C.parse_sweep(expand_sweep_file(list(overrides)))
     train_axes, export_axes, seed_axis = _classify(axes)
     if seeds is not None and seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {seeds}")

@@ -359,15 +359,10 @@ def sweep(
 
 
 def _print_plan(plan, as_json: bool) -> None:
-    from pgolf.sweep import read_cell
+    from pgolf.sweep import plan_summary
 
-    cells = [{"cell": c.cell_id, "seed": c.seed, **c.values, "finished": read_cell(plan, c) is not None
-              if plan.folder.is_dir() else False} for c in plan.cells]
-    summary = {"folder": str(plan.folder), "trainings": len(plan.cells),
-               "exports_per_training": len([p for p in plan.points if p.label != "train"]),
-               "fit_budgets": len(plan.cells) if plan.max_bytes is not None else 0,
-               "rows": len(plan.cells) * plan.rows_per_cell(), "points": [p.label for p in plan.points],
-               "seeds": plan.seeds, "base": plan.base, "cells": cells}
+    summary = plan_summary(plan)
+    cells = summary["cells"]
     if as_json:
         print_json(summary)
         return

@@ -440,6 +440,11 @@ class SweepAxis:
         return f"{self.prefix}{self.key}={value}"
 
 
+def override_key(item: str) -> str:
+    """The key (or group) an override sets: `++export.tensor_bits={a:7}` -> `export.tensor_bits`."""
+    return item.lstrip("+~").partition("=")[0]
+
+
 def parse_sweep(overrides: list[str] | tuple[str, ...]) -> tuple[list[str], list[SweepAxis]]:
     """Split overrides into base overrides and sweep axes, expanded by Hydra's own override parser.
 

@@ -269,7 +269,7 @@ def config_for_source(source: Path, overrides: list[str]) -> C.Config:
     saved_path = Path(source) / "config.yaml"
     if Path(source).is_dir() and saved_path.is_file():
         saved = C.load_yaml(saved_path)
-        keys = {item.lstrip("+~").split("=", 1)[0] for item in overrides}
+        keys = {C.override_key(item) for item in overrides}
         if "data" not in keys:
             for f in dataclasses.fields(C.DataConfig):
                 if f"data.{f.name}" not in keys:

@@ -176,16 +176,18 @@ def run_rows(run_dir: Path) -> list[dict[str, Any]]:
               "params": summary.get("params"), "steps": summary.get("steps"),
               "train_time_s": summary.get("train_time_s"), "tokens_per_s": summary.get("tokens_per_s"),
               "wall_time_s": summary.get("wall_time_s")}
-    rows = [{**common, "point": "train", **_scored(summary), "status": "failed" if error else "ok", "error": error}]
+    rows = [{**common, "point": "train", **scored_columns(summary), "status": "failed" if error else "ok",
+             "error": error}]
     for path in sorted(run_dir.glob("fit/fit-*.json"), key=lambda p: (len(p.name), p.name)):
         fit = _read_json(path)
-        rows.append({**common, "point": f"fit-{fit['max_bytes']}", **_scored(fit), "status": "ok", "error": "",
+        rows.append({**common, "point": f"fit-{fit['max_bytes']}", **scored_columns(fit), "status": "ok", "error": "",
                      "params": fit.get("params", common["params"]), "headroom_bytes": fit.get("headroom_bytes"),
                      "export_time_s": fit.get("wall_time_s")})
     return rows
 
 
-def _scored(summary: dict[str, Any]) -> dict[str, Any]:
+def scored_columns(summary: dict[str, Any]) -> dict[str, Any]:
+    """The byte, score and artifact columns of a results row from a train, export or fit-budget summary."""
     b = summary.get("bytes") or {}
     return {"model_bytes": b.get("model"), "code_bytes": b.get("code"), "total_bytes": b.get("total"),
             "val_bpb": summary.get("val_bpb"), SCORE: summary.get(SCORE), "artifact": summary.get("artifact")}

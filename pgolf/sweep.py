@@ -34,7 +34,7 @@ import shutil
 import signal
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,8 +42,9 @@ from typing import Any
 from pgolf import config as C
 from pgolf.errors import ConfigError, Interrupted, PgolfError, Terminated, UsageError
 from pgolf.experiment import config_for_source, run_export, run_train
-from pgolf.fit import fit_budget
+from pgolf.fit import budget_label, fit_budget
 from pgolf.progress import ProgressFn, no_progress
+from pgolf.report import scored_columns
 from pgolf.runs import atomic_write_json, atomic_write_text
 from pgolf.tables import write_csv, write_parquet
 
@@ -150,8 +151,8 @@ def expand_sweep_file(overrides: list[str]) -> list[str]:
     if not named:
         return rest
     file_base, file_axes = load_sweep_file(named[0].partition("=")[2])
-    cli_keys = {o.lstrip("+~").partition("=")[0] for o in rest}
-    kept = [o for o in file_base + file_axes if o.lstrip("+~").partition("=")[0] not in cli_keys]
+    cli_keys = {C.override_key(o) for o in rest}
+    kept = [o for o in file_base + file_axes if C.override_key(o) not in cli_keys]
     return kept + rest
 
 
@@ -197,11 +198,12 @@ def derived_name(base: list[str], axes: list[C.SweepAxis], max_bytes: int | None
     return f"{_slug(keys)[:60]}-{_digest(fixed)}"
 
 
-def _product(axes: list[C.SweepAxis]) -> Iterator[dict[str, str]]:
+def _product(axes: list[C.SweepAxis]) -> list[dict[str, str]]:
+    """Every combination of the axes' values, the first axis varying slowest."""
     combos: list[dict[str, str]] = [{}]
     for axis in axes:
         combos = [{**c, axis.key: v} for c in combos for v in axis.values]
-    yield from combos
+    return combos
 
 
 def _axis_overrides(axes: list[C.SweepAxis], values: dict[str, str]) -> list[str]:
@@ -232,7 +234,7 @@ def make_plan(overrides: list[str], name: str | None = None, seeds: int | None =
             raise ConfigError(f"seed values must be integers, got {seed_axis.values}") from exc
     else:
         seed_list = [base_cfg.seed + i for i in range(seeds or 1)]
-    base_no_seed = [o for o in base if o.lstrip("+~").partition("=")[0] != "seed"]
+    base_no_seed = [o for o in base if C.override_key(o) != "seed"]
 
     cells = []
     for values in _product(train_axes):
@@ -246,7 +248,7 @@ def make_plan(overrides: list[str], name: str | None = None, seeds: int | None =
 
     for cell in cells[:: len(seed_list)]:  # every training config once (seeds do not change validity)
         C.compose(cell.overrides, allow_sweep=True)
-    for point in points[1:] if not export_axes else points:
+    for point in points if export_axes else []:
         C.compose(cells[0].overrides + _axis_overrides(export_axes, point.values), allow_sweep=True)
 
     baseline_values = _parse_baseline(baseline or [], train_axes + export_axes)
@@ -260,6 +262,18 @@ def make_plan(overrides: list[str], name: str | None = None, seeds: int | None =
     return Plan(name=name, folder=root / "sweeps" / name, base=base, train_axes=train_axes,
                 export_axes=export_axes, seeds=seed_list, baseline=baseline_values, max_bytes=max_bytes,
                 margin=margin, cells=cells, points=points, base_config=base_cfg)
+
+
+def plan_summary(plan: Plan) -> dict[str, Any]:
+    """What `--dry-run` shows: counts of trainings, export points, fit-budgets and rows, and each training cell
+    with whether it has finished."""
+    cells = [{"cell": c.cell_id, "seed": c.seed, **c.values, "finished": read_cell(plan, c) is not None}
+             for c in plan.cells]
+    return {"folder": str(plan.folder), "trainings": len(plan.cells),
+            "exports_per_training": len([p for p in plan.points if p.label != TRAIN_POINT]),
+            "fit_budgets": len(plan.cells) if plan.max_bytes is not None else 0,
+            "rows": len(plan.cells) * plan.rows_per_cell(), "points": [p.label for p in plan.points],
+            "seeds": plan.seeds, "base": plan.base, "cells": cells}
 
 
 def _parse_baseline(items: list[str], axes: list[C.SweepAxis]) -> dict[str, str]:
@@ -386,10 +400,15 @@ def _row(spec: CellSpec, label: str, values: dict[str, str], status: str = "ok",
 
 
 def _numbers(summary: dict[str, Any]) -> dict[str, Any]:
-    b = summary["bytes"]
-    return {"params": summary["params"], "model_bytes": b["model"], "code_bytes": b["code"], "total_bytes": b["total"],
-            "val_bpb": summary["val_bpb"], "val_bpb_roundtrip": summary["val_bpb_roundtrip"],
-            "artifact": summary["artifact"]}
+    return {"params": summary["params"], **scored_columns(summary)}
+
+
+def _failed_rows(spec: CellSpec, error: str) -> list[dict[str, Any]]:
+    """Every row of a cell whose training (or job) failed."""
+    rows = [_row(spec, p["label"], p["values"], "failed", error) for p in spec.points]
+    if spec.max_bytes is not None:
+        rows.append(_row(spec, budget_label(spec.max_bytes), {}, "failed", error))
+    return rows
 
 
 def _one_line(exc: BaseException) -> str:
@@ -406,8 +425,7 @@ def _finished_training(run_dir: Path) -> dict[str, Any] | None:
     return summary if "error" not in summary and "val_bpb_roundtrip" in summary else None
 
 
-def run_cell(spec: CellSpec, progress: ProgressFn = no_progress, echo: Callable[[str], None] = print
-             ) -> list[dict[str, Any]]:
+def run_cell(spec: CellSpec, progress: ProgressFn = no_progress) -> list[dict[str, Any]]:
     """Train (or reuse a finished training), export every point, fit the budget; write cell.json last.
 
     Failures become `status=failed` rows with their one-line error; an interrupt propagates (the cell then
@@ -427,10 +445,7 @@ def run_cell(spec: CellSpec, progress: ProgressFn = no_progress, echo: Callable[
             raise
         except Exception as exc:
             _report_debug()
-            error = _one_line(exc)
-            rows = [_row(spec, p["label"], p["values"], "failed", error) for p in spec.points]
-            if spec.max_bytes is not None:
-                rows.append(_row(spec, f"fit-{spec.max_bytes}", {}, "failed", error))
+            rows = _failed_rows(spec, _one_line(exc))
             _write_cell(run_dir, spec, rows, time.perf_counter() - started)
             return rows
         train_s = time.perf_counter() - started
@@ -441,8 +456,8 @@ def run_cell(spec: CellSpec, progress: ProgressFn = no_progress, echo: Callable[
     for point in spec.points:
         t0 = time.perf_counter()
         try:
-            cfg = config_for_source(run_dir, point["overrides"])
-            if point["label"] == TRAIN_POINT or C.to_dict(cfg)["export"] == train_export:
+            cfg = None if point["label"] == TRAIN_POINT else config_for_source(run_dir, point["overrides"])
+            if cfg is None or C.to_dict(cfg)["export"] == train_export:  # the training's own export: reuse it
                 rows.append(_row(spec, point["label"], point["values"], **_numbers(summary), **common,
                                  export_time_s=0.0))
                 continue
@@ -463,7 +478,7 @@ def run_cell(spec: CellSpec, progress: ProgressFn = no_progress, echo: Callable[
 
 def _fit_row(spec: CellSpec, run_dir: Path, common: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
-    label = f"fit-{spec.max_bytes}"
+    label = budget_label(spec.max_bytes)
     try:
         result = fit_budget(run_dir, config_for_source(run_dir, spec.overrides), spec.max_bytes, spec.margin)
     except (KeyboardInterrupt, Interrupted):
@@ -580,7 +595,7 @@ def run_sweep(plan: Plan, jobs: int = 1, launcher: str = "local", retry_failed: 
                 _run_pool(todo, jobs, finished)
             else:
                 for spec in todo:
-                    finished(spec, run_cell(spec, progress=progress, echo=echo))
+                    finished(spec, run_cell(spec, progress=progress))
         except (KeyboardInterrupt, Interrupted) as exc:
             write_results(plan, _ordered(specs, done))
             what = f"{len(done)} of {len(specs)} cells finished and written to {plan.folder / 'results.csv'}"
@@ -669,8 +684,6 @@ def _submitit_rows(job: Any, spec: CellSpec) -> list[dict[str, Any]]:
         error = f"job {job.job_id} ended without writing {path}"
     except Exception as exc:
         error = f"job {job.job_id} failed: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc}"
-    rows = [_row(spec, p["label"], p["values"], "failed", error) for p in spec.points]
-    if spec.max_bytes is not None:
-        rows.append(_row(spec, f"fit-{spec.max_bytes}", {}, "failed", error))
+    rows = _failed_rows(spec, error)
     atomic_write_json(path, {"cell": spec.cell_id, "overrides": spec.overrides, "seconds": 0.0, "rows": rows})
     return rows

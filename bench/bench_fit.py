@@ -18,13 +18,13 @@ import time
 from pathlib import Path
 
 import torch
+from pgolf.export.code_bytes import count_code_bytes
 
 from pgolf import config as C
-from pgolf.checkpoint import build_model
-from pgolf.experiment import config_for_source, load_val_data, score
+from pgolf.experiment import config_for_source
 from pgolf.export.artifact import export_state_dict, load_artifact, write_artifact
-from pgolf.export.code_bytes import count_code_bytes
 from pgolf.fit import _load_float, fit_budget
+from pgolf.job import load_val_data, rebuild_model, score
 from pgolf.train.device import resolve_device
 
 GRID_BITS = (4, 5, 6, 7, 8)
@@ -49,7 +49,7 @@ def grid_best(state, model_config, cfg, val, limit_total, code_bytes, tmp: Path)
             path = tmp / f"grid-{bits}-{prune}.pgolf"
             write_artifact(path, result)
             saved, restored = load_artifact(path)
-            bpb = score(build_model(saved, restored), val, cfg.train.seq_len, 0, setup).bpb
+            bpb = score(rebuild_model(saved, restored), val, cfg.train.seq_len, 0, setup).bpb
             if bpb < best[0]:
                 best = (bpb, total, f"int{bits} prune{prune:g}", exports)
     return best[0], best[1], best[2], exports

@@ -17,7 +17,6 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from pgolf.errors import ArtifactError
-from pgolf.model.gpt import GPT, load_reference_state_dict
 from pgolf.runs import atomic_write_bytes
 
 MODEL_CONFIG_KEY = "pgolf.model_config"
@@ -74,18 +73,3 @@ def infer_model_config(state: dict[str, torch.Tensor], where: Path | str) -> dic
         "tie_embeddings": "lm_head.weight" not in state,
         "ln_scale": "learned" if "blocks.0.ln_scale" in state else "none",
     }
-
-
-def build_model(model_config: dict, state_dict: dict[str, torch.Tensor] | None = None,
-                where: Path | str = "checkpoint") -> GPT:
-    """A GPT from saved kwargs, with `state_dict` loaded strictly (one-line error on mismatch)."""
-    try:
-        model = GPT(**model_config)
-    except TypeError as exc:
-        raise ArtifactError(f"{where}: model config does not fit the GPT ({exc})") from exc
-    if state_dict is not None:
-        try:
-            load_reference_state_dict(model, state_dict)
-        except (ValueError, RuntimeError) as exc:
-            raise ArtifactError(f"{where}: state dict does not match the model config: {exc}") from exc
-    return model

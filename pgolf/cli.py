@@ -83,11 +83,12 @@ def print_json(data: dict) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def summary_table(summary: dict, title: str) -> Table:
+def summary_table(summary: dict, title: str, max_bytes: str) -> Table:
+    """The summary of one model; headroom is against `max_bytes`, the configured budget (budget.max_bytes)."""
     table = Table(title=title, show_header=False)
     table.add_column("", style="bold")
     table.add_column("", justify="right")
-    budget = C.parse_size("16MB")
+    budget = C.parse_size(max_bytes)
     rows = [
         ("params", f"{summary['params']:,}"),
         ("val_loss (float)", f"{summary.get('val_loss', float('nan')):.4f}"),
@@ -99,12 +100,14 @@ def summary_table(summary: dict, title: str) -> Table:
     if "bytes" in summary and "total" in summary["bytes"]:
         b = summary["bytes"]
         rows += [("model bytes", f"{b['model']:,}"), ("code bytes", f"{b['code']:,}"),
-                 ("total bytes", f"{b['total']:,}"), ("headroom to 16MB", f"{budget - b['total']:,}")]
+                 ("total bytes", f"{b['total']:,}"), (f"headroom to {max_bytes}", f"{budget - b['total']:,}")]
     if "entropy_bound_bytes" in summary:
         rows.append(("entropy bound", f"{summary['entropy_bound_bytes']:,}"))
     for key, label in (("val_tokens", "val tokens"), ("val_bytes", "val bytes"), ("steps", "steps")):
         if key in summary:
             rows.append((label, f"{summary[key]:,}"))
+    if "eval_device" in summary:
+        rows.append(("scored on", f"{summary['eval_device']} {summary['eval_dtype']}"))
     if "tokens_per_s" in summary:
         rows.append(("train tokens/s", f"{summary['tokens_per_s']:,.0f}"))
     if "train_time_s" in summary:
@@ -172,7 +175,7 @@ def train(overrides: Overrides = None, as_json: JsonFlag = False) -> None:
         print_json(summary)
     else:
         out.print(diagnostics_table(summary["weight_diagnostics"]))
-        out.print(summary_table(summary, f"pgolf train: {summary['run_dir']}"))
+        out.print(summary_table(summary, f"pgolf train: {summary['run_dir']}", cfg.budget.max_bytes))
 
 
 @app.command("eval")
@@ -194,7 +197,7 @@ def eval_(
     if as_json:
         print_json(summary)
     else:
-        out.print(summary_table(summary, f"pgolf eval: {path}"))
+        out.print(summary_table(summary, f"pgolf eval: {path}", cfg.budget.max_bytes))
 
 
 def export_groups_table(summary: dict) -> Table:
@@ -237,7 +240,7 @@ def export(
         print_json(summary)
     else:
         out.print(export_groups_table(summary))
-        out.print(summary_table(summary, f"pgolf export: {summary['artifact']}"))
+        out.print(summary_table(summary, f"pgolf export: {summary['artifact']}", cfg.budget.max_bytes))
 
 
 @app.command("fit-budget")
@@ -300,6 +303,60 @@ def fit_budget(
         echo(f"wrote {summary['artifact']} ({summary['bytes']['total']:,} bytes with code, "
              f"{summary['budget_used']:.2%} of the budget), {summary['csv']}, {summary['json']}, "
              f"{summary['config']}")
+
+
+@app.command()
+def pack(
+    source: Annotated[Path, typer.Argument(help="An artifact (.pgolf), a run directory (its newest artifact, e.g. "
+                                                "fit-budget's choice) or a sweep cell (with its other seeds).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="The records folder to write.", show_default=False)],
+    overrides: Annotated[list[str] | None, typer.Argument(
+        help="key=value changes to the packed config, on top of the artifact's recorded one (e.g. data.dir=...).",
+        show_default=False)] = None,
+    max_bytes: Annotated[str | None, typer.Option(
+        "--max-bytes", help="Budget for artifact + train_gpt.py (default: budget.max_bytes, 16MB).",
+        show_default=False)] = None,
+    name: Annotated[str, typer.Option(help="submission.json name (default: the run name).")] = "",
+    author: Annotated[str, typer.Option(help="submission.json author.")] = "",
+    github_id: Annotated[str, typer.Option("--github-id", help="submission.json github_id.")] = "",
+    blurb: Annotated[str, typer.Option(help="submission.json blurb (also the README's first paragraph).")] = "",
+    wrap: Annotated[str, typer.Option(help="lzma: a self-extracting lzma+base85 train_gpt.py, as the top records "
+                                           "ship; none: readable source.")] = "lzma",
+    force: Annotated[bool, typer.Option(help="Replace --out when it exists and is not empty.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Write a records folder the challenge can run: train_gpt.py, final_model.pgolf, submission.json,
+    requirements.txt, README.md and the train logs.
+
+    train_gpt.py carries the pgolf modules the packed config uses (no pgolf install needed): run under torchrun it
+    trains, exports and scores; `python train_gpt.py --eval final_model.pgolf` scores the artifact. bytes_code is
+    the size of that file as it ships, bytes_total adds the artifact; exit 3 when that is over the budget.
+
+    Examples: `pgolf pack runs/latest --out records/my_run --author "A. B." --github-id ab`;
+    `pgolf pack runs/sweeps/wd/cells/weight_decay=0.04-seed=1-abc123 --out records/wd004 --wrap none`.
+    """
+    from pgolf.pack import pack as run_pack
+
+    argv = [os.path.basename(sys.argv[0]), *sys.argv[1:]]
+    summary = run_pack(source, out_dir, overrides or [], max_bytes, name, author, github_id, blurb, wrap, force,
+                       command=" ".join(["pgolf", *argv[1:]]))
+    if as_json:
+        print_json(summary)
+        return
+    table = Table(title=f"pgolf pack: {summary['out']}", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("", justify="right")
+    rows = [("val_bpb" + (f" (mean of {len(summary['seeds'])} seeds)" if "seeds" in summary else ""),
+             f"[bold green]{summary['val_bpb']:.6f}[/]")]
+    if "val_bpb_std" in summary:
+        rows.append(("val_bpb std", f"{summary['val_bpb_std']:.6f}"))
+    rows += [("code bytes (train_gpt.py, " + summary["wrap"] + ")", f"{summary['bytes_code']:,}"),
+             ("total bytes", f"{summary['bytes_total']:,}"),
+             (f"headroom to {summary['budget']:,}", f"{summary['headroom_bytes']:,}"),
+             ("files", ", ".join(summary["files"]))]
+    for label, value in rows:
+        table.add_row(label, value)
+    out.print(table)
 
 
 @app.command()

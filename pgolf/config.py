@@ -1,324 +1,38 @@
-"""Typed config schema, Hydra composition and size parsing.
+"""Hydra composition, validation and size parsing over the typed schema (`schema.py`).
 
-The dataclasses below are the single source of truth: schema, defaults and a
-docstring under every field. `conf/` holds presets that state only what they
-change. `compose()` validates overrides against the schema through Hydra and
-hands back plain dataclasses, so nothing downstream sees a DictConfig. This is
-the only module that imports hydra or omegaconf.
+The dataclasses in `schema.py` are the single source of truth: schema, defaults
+and a docstring under every field; they are re-exported here for the modules
+that compose configs. `conf/` holds presets that state only what they change.
+`compose()` validates overrides against the schema through Hydra and hands back
+plain dataclasses, so nothing downstream sees a DictConfig. This is the only
+module that imports hydra or omegaconf.
 """
 
 from __future__ import annotations
 
 import ast
-import dataclasses
 import inspect
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pgolf.errors import ConfigError
-
-
-@dataclass
-class RunConfig:
-    name: str = "run"
-    """Short label appended to the run directory name."""
-    root: str = "runs"
-    """Folder that holds dated run directories and `latest`."""
-
-
-@dataclass
-class DataConfig:
-    name: str = "builtin"
-    """Label of the data set (shown in summaries)."""
-    dir: str = "data/builtin"
-    """Folder with the train and validation shards."""
-    tokenizer: str = "data/builtin/tokenizer.model"
-    """SentencePiece model that produced the shards (used for the byte LUTs)."""
-    train_pattern: str = "*_train_*.bin"
-    """Glob (inside `dir`) of the training shards."""
-    val_pattern: str = "*_val_*.bin"
-    """Glob (inside `dir`) of the validation shards."""
-    vocab_size: int = 1024
-    """Tokenizer size when `pgolf data prepare` trains one."""
-    val_tokens: int = 0
-    """Cap on validation tokens for the final score (0 = the whole split)."""
-
-
-@dataclass
-class ModelConfig:
-    vocab_size: int = 1024
-    """Vocabulary size; must equal the tokenizer's."""
-    num_layers: int = 9
-    """Transformer blocks (an even number gives a symmetric U-Net skip)."""
-    model_dim: int = 512
-    """Residual stream width."""
-    num_heads: int = 8
-    """Query heads."""
-    num_kv_heads: int = 4
-    """Key/value heads (grouped-query attention)."""
-    mlp_mult: int = 2
-    """MLP hidden width as a multiple of `model_dim`."""
-    tie_embeddings: bool = True
-    """Share the input embedding with the output head."""
-    tied_embed_init_std: float = 0.005
-    """Init std of the tied embedding."""
-    rope_base: float = 10000.0
-    """RoPE frequency base."""
-    qk_gain_init: float = 1.5
-    """Initial value of the learned per-head query gain."""
-
-
-@dataclass
-class TrainConfig:
-    seq_len: int = 1024
-    """Tokens per training sequence."""
-    batch_tokens: int = 524288
-    """Tokens per optimizer step (all micro-batches and ranks together)."""
-    grad_accum: int = 1
-    """Micro-batches per optimizer step on each rank."""
-    sampling: str = "stream"
-    """Training batches: stream (shards in order, as the reference) or random (seeded windows at random positions)."""
-    iterations: int = 20000
-    """Maximum optimizer steps."""
-    warmup_steps: int = 20
-    """Steps run once to warm kernels/compile, after which model and optimizer state are restored."""
-    lr_warmup_steps: int = 0
-    """Linear learning-rate warmup steps from 0."""
-    warmdown_steps: int = 1200
-    """Linear learning-rate decay to 0 over the last steps (estimated from wallclock when capped)."""
-    wallclock_s: float = 600.0
-    """Stop training after this many seconds (0 = no cap)."""
-    val_every: int = 1000
-    """Validate every this many steps (0 = only at the end)."""
-    val_tokens: int = 65536
-    """Validation tokens used for the periodic checks during training (0 = all)."""
-    log_every: int = 10
-    """Write a metrics line every this many steps."""
-    matrix_lr: float = 0.04
-    """Muon learning rate for the 2-D block matrices."""
-    embed_lr: float = 0.05
-    """Adam learning rate for the (tied) embedding."""
-    head_lr: float = 0.008
-    """Adam learning rate for an untied output head."""
-    scalar_lr: float = 0.04
-    """Adam learning rate for vectors and scalars."""
-    muon_momentum: float = 0.95
-    """Muon momentum after warmup."""
-    muon_momentum_start: float = 0.85
-    """Muon momentum at step 0."""
-    muon_momentum_warmup_steps: int = 500
-    """Steps over which Muon momentum rises to `muon_momentum`."""
-    muon_ns_steps: int = 5
-    """Newton-Schulz iterations in Muon."""
-    adam_beta1: float = 0.9
-    """Adam beta1."""
-    adam_beta2: float = 0.95
-    """Adam beta2."""
-    adam_eps: float = 1e-8
-    """Adam epsilon."""
-    compile: bool = False
-    """torch.compile the model (CUDA only)."""
-
-
-@dataclass
-class RegConfig:
-    weight_decay: float = 0.0
-    """Decoupled decay of the Muon block matrices: p <- p * (1 - lr * wd)."""
-    embed_weight_decay: float = 0.0
-    """Decoupled decay of the embedding (and untied head)."""
-    scalar_weight_decay: float = 0.0
-    """Decoupled decay of vectors and scalars not listed in `no_decay`."""
-    no_decay: list[str] = field(
-        default_factory=lambda: ["q_gain", "attn_scale", "mlp_scale", "resid_mix", "skip_weights", "ln_scale"]
-    )
-    """Parameter-name fragments that never get decay (gains, scales, mixes, norms)."""
-    decay_schedule: str = "constant"
-    """How decay changes over training: constant, ramp (up in warmdown) or taper (down late)."""
-    decay_schedule_factor: float = 1.0
-    """Multiplier reached at the end of training by `ramp`/`taper` (e.g. 2.0 or 0.5)."""
-    decay_schedule_start: float = 0.7
-    """Fraction of training where `ramp`/`taper` begins."""
-    l1: float = 0.0
-    """L1 penalty coefficient on the block matrices."""
-    l2: float = 0.0
-    """L2 penalty coefficient on the block matrices (with `l1`: elastic net)."""
-    z_loss: float = 0.0
-    """z-loss coefficient: coef * mean(logsumexp(logits)^2)."""
-    label_smoothing: float = 0.0
-    """Label smoothing of the training cross-entropy."""
-    qerr_penalty: float = 0.0
-    """Quantization-error penalty lambda * sum(w^2 * delta^2 / 12) at the export bits."""
-    sv_penalty: float = 0.0
-    """Singular-value balance penalty coefficient."""
-    softcap: float = 30.0
-    """Logit softcap c in c*tanh(z/c) (0 = off)."""
-    ln_scale: str = "none"
-    """Scale of each block's normalized input: none, fixed (1/sqrt(layer+1)) or learned."""
-    dropout: float = 0.0
-    """Dropout on attention and MLP outputs during training."""
-    drop_path: float = 0.0
-    """Stochastic depth: probability of skipping a block's residual branch (max, deepest block)."""
-    grad_clip: float = 0.0
-    """Clip gradients to this global norm (0 = off)."""
-    ema_decay: float = 0.0
-    """EMA of weights per step (0 = off); EMA weights are saved and exported."""
-    swa_start: float = 0.0
-    """Fraction of training after which SWA averages weights (0 = off)."""
-    swa_every: int = 50
-    """Steps between SWA snapshots."""
-    qat_bits: int = 0
-    """Fake-quantize block matrices at this bit-width with a straight-through estimator (0 = off)."""
-    qat_start: float = 0.85
-    """Fraction of training after which QAT switches on."""
-    prune_sparsity: float = 0.0
-    """Target fraction of zeroed block-matrix weights reached by gradual magnitude pruning (0 = off)."""
-    prune_start: float = 0.7
-    """Fraction of training where gradual pruning begins."""
-    early_stop_patience: int = 0
-    """Stop after this many validations without BPB improvement (0 = off)."""
-    gap_warn: float = 0.1
-    """Warn when val BPB minus train BPB grows beyond this."""
-
-
-@dataclass
-class GroupBits:
-    embed: int = 8
-    """Token embedding (and untied head); 16 keeps any group as float."""
-    attn_q: int = 0
-    """Attention query projections (0 = export.bits)."""
-    attn_k: int = 0
-    """Attention key projections (0 = export.bits)."""
-    attn_v: int = 0
-    """Attention value projections (0 = export.bits)."""
-    attn_out: int = 0
-    """Attention output projections (0 = export.bits)."""
-    mlp_in: int = 0
-    """MLP input (fc) matrices (0 = export.bits)."""
-    mlp_out: int = 0
-    """MLP output (proj) matrices (0 = export.bits)."""
-    other: int = 0
-    """Any other quantized tensor (0 = export.bits)."""
-
-    def for_group(self, group: str, default_bits: int) -> int:
-        """Bits for a tensor group: its own value, or `default_bits` when 0."""
-        return getattr(self, group) or default_bits
-
-
-@dataclass
-class ExportConfig:
-    bits: int = 6
-    """Default bit-width of quantized matrices (2..8)."""
-    group_bits: GroupBits = field(default_factory=GroupBits)
-    """Bit-width per tensor group; 0 means `bits`."""
-    tensor_bits: dict[str, int] = field(default_factory=dict)
-    """Bit-width per tensor by state-dict name (2..8, 16 = keep float); wins over group_bits and float_max_numel."""
-    clip: str = "mse"
-    """Clip strategy per row: max, percentile, sdclip (k * std) or mse (search)."""
-    clip_percentile: float = 99.99984
-    """Percentile of |w| per row for clip=percentile."""
-    clip_k: float = 12.0
-    """k for clip=sdclip."""
-    scale_min: float = 0.0
-    """Floor on every row's scale (the reference export uses 1/127)."""
-    float_max_numel: int = 0
-    """Tensors with at most this many elements stay float (0 = quantize every matrix; the reference uses 65,536)."""
-    float_dtype: str = "float16"
-    """Storage dtype of kept-float tensors (float16, bfloat16 or float32)."""
-    prune: float = 0.0
-    """Fraction of weights to prune (meaning set by `prune_kind`)."""
-    prune_kind: str = "magnitude"
-    """magnitude (per tensor), global, rows, cols, heads or selective (smallest nonzero quantized values)."""
-    codec: str = "auto"
-    """zlib, zstd, lzma, brotli, rans, or auto (smallest per tensor group)."""
-    codec_level: int = -1
-    """Compression level for zlib/zstd/lzma/brotli (-1 = each codec's maximum)."""
-    shuffle: bool = False
-    """Byte-shuffle scales before compressing."""
-    code_bytes: int = 47642
-    """Code bytes added to the artifact size when `code_files` is empty (default: the reference train_gpt.py)."""
-    code_files: list[str] = field(default_factory=list)
-    """Files whose summed sizes count as code instead of `code_bytes` (e.g. your own train_gpt.py)."""
-    eval_stride: int = 0
-    """Sliding-window stride for scoring (0 = non-overlapping windows)."""
-    gptq: bool = False
-    """Choose the levels of every linear layer by GPTQ (error feedback under calibration inputs), not rounding."""
-    gptq_tokens: int = 32768
-    """Training tokens run through the float model to measure each layer's inputs for GPTQ."""
-    gptq_damp: float = 0.01
-    """GPTQ dampening: this fraction of the mean Hessian diagonal is added to it."""
-
-
-@dataclass
-class BudgetConfig:
-    max_bytes: str = "16MB"
-    """Total byte budget (artifact + code); decimal units unless written MiB/KiB."""
-    margin: str = "0"
-    """Safety margin kept below `max_bytes`."""
-
-
-@dataclass
-class FitConfig:
-    bits: list[int] = field(default_factory=lambda: [4, 5, 6, 7, 8])
-    """Bit-widths tried for each non-embedding tensor group (and for single tensors when filling)."""
-    embed_bits: list[int] = field(default_factory=lambda: [5, 6, 7, 8])
-    """Bit-widths tried for the embedding group (it is the most sensitive per weight)."""
-    clips: list[str] = field(default_factory=list)
-    """Clip strategies tried (empty: the base export.clip)."""
-    sdclip_ks: list[float] = field(default_factory=lambda: [10.0, 14.0, 20.0])
-    """k values tried when fit.clips lists sdclip."""
-    codecs: list[str] = field(default_factory=list)
-    """Codecs tried (empty: the base export.codec, with auto searched as rans)."""
-    max_prune: float = 0.3
-    """Largest selective-pruning fraction the pruning fill may use (0 = no pruning)."""
-    fill: float = 0.995
-    """Pruning bisection stops once a candidate uses this share of the model-byte limit."""
-    fill_candidates: int = 3
-    """Proxy-frontier points above the budget that are pruned down to fit."""
-    evals: int = 3
-    """Fitting candidates evaluated in BPB, best proxy first (plus the uniform anchors)."""
-    val_tokens: int = 8192
-    """Validation tokens per search evaluation (0 = the whole configured set)."""
-    fisher_tokens: int = 2048
-    """Validation tokens for the Fisher sensitivity pass."""
-    fisher_seq_len: int = 128
-    """Sequence length of the Fisher pass (shorter: more per-sequence gradients per token)."""
-
-
-@dataclass
-class LauncherConfig:
-    cluster: str = "local"
-    """Where `pgolf sweep --launcher submitit` sends training cells: local (subprocesses here) or slurm."""
-    partition: str = ""
-    """Slurm partition (empty: the cluster's default)."""
-    nodes: int = 1
-    """Nodes per training cell."""
-    gpus_per_node: int = 0
-    """GPUs per node (one training process per GPU; 0 = one CPU process)."""
-    cpus_per_task: int = 2
-    """CPU cores per training process."""
-    timeout_min: int = 60
-    """Wall-time limit of one training cell's job, in minutes."""
-
-
-@dataclass
-class Config:
-    run: RunConfig = field(default_factory=RunConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    reg: RegConfig = field(default_factory=RegConfig)
-    export: ExportConfig = field(default_factory=ExportConfig)
-    budget: BudgetConfig = field(default_factory=BudgetConfig)
-    fit: FitConfig = field(default_factory=FitConfig)
-    launcher: LauncherConfig = field(default_factory=LauncherConfig)
-    seed: int = 1337
-    """Random seed for init, data order and dropout."""
-    device: str = "auto"
-    """auto (CUDA when present), cpu or cuda."""
-
+from pgolf.schema import (  # noqa: F401  (re-exported: the schema as composition's callers name it)
+    BudgetConfig,
+    Config,
+    DataConfig,
+    ExportConfig,
+    FitConfig,
+    GroupBits,
+    LauncherConfig,
+    ModelConfig,
+    RegConfig,
+    RunConfig,
+    TrainConfig,
+    to_dict,
+)
 
 # --------------------------------------------------------------------------- sizes
 
@@ -499,11 +213,6 @@ def from_dict(data: dict[str, Any]) -> Config:
     return obj
 
 
-def to_dict(cfg: Config) -> dict[str, Any]:
-    """Plain nested dict of a Config (for YAML/JSON output)."""
-    return dataclasses.asdict(cfg)
-
-
 def to_yaml(cfg: Config) -> str:
     from omegaconf import OmegaConf
 
@@ -528,6 +237,25 @@ def plain_yaml(data: dict[str, Any]) -> str:
     from omegaconf import OmegaConf
 
     return OmegaConf.to_yaml(OmegaConf.create(data))
+
+
+def merge_dotted(cfg: Config, overrides: list[str]) -> Config:
+    """`key=value` overrides on top of a saved config (a preset such as `data=x` needs conf/'s defaults, which a
+    saved config has already left behind, so it is refused)."""
+    presets = [item for item in overrides if "." not in override_key(item)]
+    if presets:
+        raise ConfigError(f"{presets[0]!r} selects a preset; on a saved config set its fields instead "
+                          "(e.g. data.dir=..., data.tokenizer=...)")
+    if not overrides:
+        return cfg
+    from omegaconf import OmegaConf
+
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(cfg), OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
+        data = OmegaConf.to_container(merged)
+    except Exception as exc:
+        raise ConfigError(f"bad override: {_one_line(exc)}") from exc
+    return from_dict(data)
 
 
 def load_yaml(path: Path) -> Config:
@@ -647,7 +375,7 @@ def validate(cfg: Config) -> None:
     need(0 < e.clip_percentile <= 100, f"export.clip_percentile must be in (0, 100], got {e.clip_percentile}")
     need(e.clip_k > 0, f"export.clip_k must be > 0, got {e.clip_k}")
     need(e.scale_min >= 0, f"export.scale_min must be >= 0, got {e.scale_min}")
-    need(e.code_bytes >= 0, f"export.code_bytes must be >= 0, got {e.code_bytes}")
+    need(e.code_bytes >= -1, f"export.code_bytes must be >= 0, or -1 (measured), got {e.code_bytes}")
     need(0 <= e.prune < 1, f"export.prune must be in [0, 1), got {e.prune}")
     need(e.prune_kind in ("magnitude", "global", "rows", "cols", "heads", "selective"),
          f"export.prune_kind must be magnitude, global, rows, cols, heads or selective, got {e.prune_kind!r}")

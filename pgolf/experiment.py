@@ -9,133 +9,70 @@ train/, export/ and evaluate.py.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import platform
-import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import pgolf
+from pgolf import bundle
 from pgolf import config as C
-from pgolf.checkpoint import build_model as build_saved_model
 from pgolf.checkpoint import load_checkpoint, save_checkpoint
-from pgolf.data.loader import TokenStream, TrainBatches, load_val_tokens
-from pgolf.data.shards import find_shards
-from pgolf.data.tokenizer import ByteLUTs, build_byte_luts, load_tokenizer
-from pgolf.errors import ArtifactError, DataError, Interrupted, TrainingError
-from pgolf.evaluate import EvalResult, evaluate_bpb
-from pgolf.export.artifact import export_state_dict, load_artifact, write_artifact
-from pgolf.export.code_bytes import count_code_bytes
-from pgolf.export.gptq import layer_hessians
+from pgolf.errors import ArtifactError, Interrupted, TrainingError
+from pgolf.export.artifact import load_artifact
+from pgolf.job import (
+    ARTIFACT_SUFFIX,
+    ValData,
+    artifact_label,
+    export_roundtrip,
+    load_val_data,
+    rebuild_model,
+    score,
+    scored_on,
+    start_training,
+)
 from pgolf.progress import ProgressFn, no_progress
-from pgolf.runs import MetricsLog, atomic_write_json, atomic_write_text, create_run_dir
-from pgolf.train.device import DeviceSetup, autocast, resolve_device
-from pgolf.train.distributed import init_distributed, shutdown
-from pgolf.train.loop import build_model, train_model
+from pgolf.runs import MetricsLog, NullMetrics, atomic_write_json, atomic_write_text, create_run_dir
+from pgolf.train.device import DeviceSetup, resolve_device
+from pgolf.train.distributed import shutdown
+from pgolf.train.loop import train_model
 from pgolf.train.regularizers import check_no_decay_names
-
-ARTIFACT_SUFFIX = ".pgolf"
-
-
-@dataclass
-class ValData:
-    tokens: torch.Tensor
-    luts: ByteLUTs
-    vocab_size: int
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def load_val_data(cfg: C.Config, seq_len: int, max_tokens: int) -> ValData:
-    """Validation tokens and byte LUTs, checked against the model's vocabulary."""
-    sp = load_tokenizer(Path(cfg.data.tokenizer))
-    vocab = sp.get_piece_size()
-    if vocab != cfg.model.vocab_size:
-        raise DataError(f"tokenizer {cfg.data.tokenizer} has {vocab} pieces but model.vocab_size is "
-                        f"{cfg.model.vocab_size}")
-    files = find_shards(Path(cfg.data.dir), cfg.data.val_pattern)
-    tokens = load_val_tokens(files, seq_len, max_tokens)
-    top = int(tokens.max())
-    if top >= vocab:
-        raise DataError(f"validation shards in {cfg.data.dir} hold token id {top}, beyond tokenizer "
-                        f"{cfg.data.tokenizer} ({vocab} pieces)")
-    return ValData(tokens=tokens, luts=build_byte_luts(sp, cfg.model.vocab_size), vocab_size=vocab)
-
-
-def score(model: torch.nn.Module, val: ValData, seq_len: int, stride: int, setup: DeviceSetup,
-          progress: ProgressFn = no_progress) -> EvalResult:
-    model.to(setup.device)
-    return evaluate_bpb(model, val.tokens, val.luts, seq_len, stride=stride, device=setup.device,
-                        autocast_dtype=setup.autocast_dtype, progress=progress)
-
-
-_CALIBRATION_SEQUENCES = 8  # sequences per forward pass of the GPTQ calibration
-
-
-def calibration_hessians(float_model: torch.nn.Module, cfg: C.Config,
-                         setup: DeviceSetup) -> dict[str, torch.Tensor] | None:
-    """GPTQ's per-layer input Hessians of `float_model` on the first export.gptq_tokens training tokens (None
-    without gptq)."""
-    if not cfg.export.gptq:
-        return None
-    seq_len = cfg.train.seq_len
-    n_seqs = max(1, cfg.export.gptq_tokens // seq_len)
-    stream = TokenStream(find_shards(Path(cfg.data.dir), cfg.data.train_pattern))
-    tokens = torch.from_numpy(stream.take(n_seqs * seq_len).astype(np.int64)).reshape(n_seqs, seq_len)
-    vocab = float_model.tok_emb.num_embeddings
-    if int(tokens.max()) >= vocab:
-        raise DataError(f"training shards in {cfg.data.dir} hold token id {int(tokens.max())}, beyond the model's "
-                        f"vocabulary ({vocab})")
-    batches = (chunk.to(setup.device) for chunk in tokens.split(_CALIBRATION_SEQUENCES))
-    with autocast(setup):
-        return layer_hessians(float_model.to(setup.device), batches)
 
 
 def export_and_score(state_dict: dict[str, torch.Tensor], float_model: torch.nn.Module, model_config: dict,
                      cfg: C.Config, out_path: Path, val: ValData, setup: DeviceSetup,
                      progress: ProgressFn = no_progress) -> dict:
-    """Export `state_dict` (the weights of `float_model`, which GPTQ calibrates on) to `out_path`, read it back from
-    disk, dequantize, score. Returns summary fields."""
-    hessians = calibration_hessians(float_model, cfg, setup)
-    result = export_state_dict(state_dict, model_config, cfg.export, progress=progress, hessians=hessians)
-    write_artifact(out_path, result)
-    saved_config, restored = load_artifact(out_path)
-    model = build_saved_model(saved_config, restored, where=out_path)
-    rt = score(model, val, cfg.train.seq_len, cfg.export.eval_stride, setup, progress)
+    """Export, read back and score (job.export_roundtrip); returns summary fields, and writes the artifact's record
+    (`<artifact>.json`: the config it was made with and its score) beside it for `pgolf pack`."""
+    result, rt = export_roundtrip(state_dict, float_model, model_config, cfg, out_path, val, setup, progress)
     model_bytes = out_path.stat().st_size
-    code = count_code_bytes(cfg.export)
-    return {
+    code = bundle.count_code_bytes(cfg)
+    fields = {
         "artifact": str(out_path),
         "val_loss_roundtrip": rt.loss,
         "val_bpb_roundtrip": rt.bpb,
+        "val_tokens_roundtrip": rt.tokens,
+        **scored_on(setup),
         "bytes": {"model": model_bytes, "code": code, "total": model_bytes + code},
         "entropy_bound_bytes": result.entropy_bound_bytes,
         "export_groups": result.groups,
     }
+    write_artifact_record(out_path, cfg, fields)
+    return fields
 
 
-_SCORING_ONLY = ("code_bytes", "code_files", "eval_stride")
-"""Export fields that do not change the artifact's bytes (left out of its name's hash)."""
+def write_artifact_record(artifact: Path, cfg: C.Config, fields: dict) -> None:
+    """`<artifact>.json`: the full config an artifact was made with and its round-trip score, so `pgolf pack` can
+    ship the script that rebuilds it without guessing."""
+    keep = ("val_loss_roundtrip", "val_bpb_roundtrip", "val_tokens_roundtrip", "eval_device", "eval_dtype", "bytes")
+    record = {"artifact": Path(artifact).name, "config": C.to_dict(cfg), **{k: fields[k] for k in keep}}
+    atomic_write_json(record_path(artifact), record)
 
 
-def artifact_label(cfg: C.Config) -> str:
-    """Readable name of an export (bits, clip, codec, pruning, gptq) plus a hash of every field that shapes the
-    bytes, so exports that differ only in, say, group_bits never overwrite each other."""
-    e = cfg.export
-    shaping = {k: v for k, v in C.to_dict(cfg)["export"].items() if k not in _SCORING_ONLY}
-    digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:6]
-    return (f"int{e.bits}-{e.clip}-{e.codec}" + (f"-prune{e.prune:g}{e.prune_kind}" if e.prune > 0 else "")
-            + ("-gptq" if e.gptq else "") + f"-{digest}")
+def record_path(artifact: Path) -> Path:
+    return Path(artifact).with_suffix(".json")
 
 
 def run_train(cfg: C.Config, progress: ProgressFn = no_progress, echo: Callable[[str], None] = print,
@@ -145,16 +82,9 @@ def run_train(cfg: C.Config, progress: ProgressFn = no_progress, echo: Callable[
     `run_dir` (a sweep cell) is used as given and leaves `runs/latest` alone; by default a new dated run
     directory is made and `latest` points at it.
     """
-    setup = resolve_device(cfg.device, cfg.train.compile)
-    dist_info = init_distributed(setup.device)
-    seed_everything(cfg.seed + dist_info.rank)
+    job = start_training(cfg, cfg.device)
+    setup, dist_info, val, model, train_files = job.setup, job.dist_info, job.val, job.model, job.train_files
     t = cfg.train
-    train_files = find_shards(Path(cfg.data.dir), cfg.data.train_pattern)
-    val = load_val_data(cfg, t.seq_len, cfg.data.val_tokens)
-    batches = TrainBatches(train_files, t.batch_tokens, t.seq_len, t.grad_accum, rank=dist_info.rank,
-                           world_size=dist_info.world_size, device=setup.device, sampling=t.sampling, seed=cfg.seed)
-
-    model = build_model(cfg).to(setup.device)
     check_no_decay_names(list(model.named_parameters()), cfg.reg)  # before anything is written
     if not dist_info.is_main:
         run_dir = None
@@ -178,10 +108,10 @@ def run_train(cfg: C.Config, progress: ProgressFn = no_progress, echo: Callable[
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {n_params:,} parameters; data: {cfg.data.name} ({len(train_files)} train shards, "
         f"{val.tokens.numel() - 1:,} val tokens)")
-    metrics = MetricsLog(run_dir / "metrics.jsonl") if dist_info.is_main else _NullMetrics()
+    metrics = MetricsLog(run_dir / "metrics.jsonl") if dist_info.is_main else NullMetrics()
     started = time.time()
     try:
-        result = train_model(cfg, model, batches, val.tokens, val.luts, setup, dist_info, metrics, log, progress)
+        result = train_model(cfg, model, job.batches, val.tokens, val.luts, setup, dist_info, metrics, log, progress)
     finally:
         metrics.close()
     if not dist_info.is_main:
@@ -248,13 +178,13 @@ def run_eval(path: Path, cfg: C.Config, progress: ProgressFn = no_progress) -> d
     """`pgolf eval`: score an artifact or a checkpoint on the configured validation data."""
     setup = resolve_device(cfg.device)
     model_config, state, kind = load_any(path)
-    model = build_saved_model(model_config, state, where=path)
+    model = rebuild_model(model_config, state, where=path)
     cfg.model.vocab_size = model_config["vocab_size"]
     val = load_val_data(cfg, cfg.train.seq_len, cfg.data.val_tokens)
     result = score(model, val, cfg.train.seq_len, cfg.export.eval_stride, setup, progress)
     summary = {"source": kind, "params": sum(p.numel() for p in model.parameters()), "val_loss": result.loss,
                "val_bpb": result.bpb, "val_tokens": result.tokens, "val_bytes": result.bytes,
-               "eval_stride": cfg.export.eval_stride, "seq_len": cfg.train.seq_len}
+               "eval_stride": cfg.export.eval_stride, "seq_len": cfg.train.seq_len, **scored_on(setup)}
     if Path(path).suffix == ARTIFACT_SUFFIX:
         summary["bytes"] = {"model": Path(path).stat().st_size}
     return summary
@@ -299,18 +229,10 @@ def run_export(source: Path, cfg: C.Config, out_path: Path | None = None,
     model_config, state, kind = load_any(weights)
     cfg.model.vocab_size = model_config["vocab_size"]
     val = load_val_data(cfg, cfg.train.seq_len, cfg.data.val_tokens)
-    float_model = build_saved_model(model_config, state, where=source)
+    float_model = rebuild_model(model_config, state, where=source)
     float_eval = score(float_model, val, cfg.train.seq_len, cfg.export.eval_stride, setup, progress)
     out_path = Path(out_path) if out_path is not None else default_artifact_path(source, cfg)
     exported = export_and_score(state, float_model, model_config, cfg, out_path, val, setup, progress)
     return {"source": kind, "params": sum(t.numel() for t in state.values()), "val_loss": float_eval.loss,
             "val_bpb": float_eval.bpb, "val_tokens": float_eval.tokens, "val_bytes": float_eval.bytes,
             "export": C.to_dict(cfg)["export"], **exported}
-
-
-class _NullMetrics:
-    def write(self, **record) -> None:
-        pass
-
-    def close(self) -> None:
-        pass

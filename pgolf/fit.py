@@ -79,11 +79,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pgolf import bundle
 from pgolf import config as C
 from pgolf import tables as T
-from pgolf.checkpoint import build_model as build_saved_model
 from pgolf.errors import BudgetError, ConfigError
-from pgolf.experiment import ARTIFACT_SUFFIX, ValData, calibration_hessians, load_any, load_val_data, score
+from pgolf.experiment import load_any, write_artifact_record
 from pgolf.export import codecs
 from pgolf.export.artifact import (
     FLOAT_DTYPES,
@@ -94,7 +94,6 @@ from pgolf.export.artifact import (
     tensor_streams,
     write_artifact,
 )
-from pgolf.export.code_bytes import count_code_bytes
 from pgolf.export.gptq import gptq_levels
 from pgolf.export.quantize import (
     GROUPS,
@@ -105,6 +104,7 @@ from pgolf.export.quantize import (
     quantize_rows,
     tensor_group,
 )
+from pgolf.job import ARTIFACT_SUFFIX, ValData, calibration_hessians, load_val_data, rebuild_model, score, scored_on
 from pgolf.progress import ProgressFn, no_progress
 from pgolf.runs import atomic_write_json, atomic_write_text
 from pgolf.train.device import DeviceSetup, resolve_device
@@ -136,7 +136,7 @@ class Candidate:
     proxy: float
     """Fisher-weighted squared round-trip error (lower is better)."""
     model_bytes: int = 0
-    """Predicted artifact file bytes (streams + header estimate), or the real file size once exported."""
+    """Predicted artifact file bytes (streams + header estimate); the written file is measured apart from it."""
     val_bpb: float | None = None
     origin: str = ""
     """How the search reached it: knapsack, fill, uniform or uniform-fill, with +bits when tensors were raised."""
@@ -522,7 +522,7 @@ class _Search:
 
     def evaluate(self, state: dict[str, Tensor]) -> float:
         self.evaluations += 1
-        model = build_saved_model(self.model_config, state, where="fit candidate")
+        model = rebuild_model(self.model_config, state, where="fit candidate")
         return score(model, self.search_val, self.cfg.train.seq_len, self.cfg.export.eval_stride, self.setup).bpb
 
     def measure(self, table: _SizeTable, cand: Candidate) -> float:
@@ -597,7 +597,6 @@ def fit_budget(source: Path, cfg: C.Config, max_bytes: int, margin: int = 0,
     limit_total = budget_limit(max_bytes, margin)
     check_space(space)
     check_export_config(cfg.export)
-    code_bytes = count_code_bytes(cfg.export)
     model_config, state, kind = _load_float(source)
     check_tensor_bits(cfg.export, list(state))
     cfg.model.vocab_size = model_config["vocab_size"]
@@ -608,13 +607,14 @@ def fit_budget(source: Path, cfg: C.Config, max_bytes: int, margin: int = 0,
     search = _Search(state, model_config, cfg, space, search_val, setup, progress)
     if not search.quant_names:
         raise ConfigError(f"fit-budget: {source} has no tensor to quantize (all stay float); nothing to search")
+    code_bytes = code_reserve(cfg, search.quant_names)
 
     settings = _settings(cfg.export, space)
     overhead = _header_overhead(state, model_config, cfg.export, settings[0].codec)
     slack = max(64, overhead // 50)
     limit_model = limit_total - code_bytes
 
-    model = build_saved_model(model_config, state, where=source)
+    model = rebuild_model(model_config, state, where=source)
     fisher = fisher_weights(model, val.tokens[: space.fisher_tokens + 1], space.fisher_seq_len, search.quant_names)
     table = _SizeTable(state, search.quant_names, fisher, cfg.export,
                        calibration_hessians(model, cfg, setup))
@@ -637,6 +637,8 @@ def fit_budget(source: Path, cfg: C.Config, max_bytes: int, margin: int = 0,
     float_search_bpb = search.evaluate(state)
     chosen, to_eval = search.choose(table, list(pool.values()), stream_limit, overhead + slack)
     chosen, export_cfg, blob_result = _export_verified(search, table, chosen, cfg, limit_model)
+    chosen_cfg = bundle.with_export(cfg, export_cfg)
+    code_bytes = bundle.count_code_bytes(chosen_cfg)  # the script pack ships for the chosen config
     evaluated = to_eval if chosen in to_eval else [*to_eval, chosen]
     paths = output_paths(source, max_bytes)
     write_artifact(paths["artifact"], blob_result)
@@ -646,13 +648,16 @@ def fit_budget(source: Path, cfg: C.Config, max_bytes: int, margin: int = 0,
         raise BudgetError(f"{paths['artifact']}: {file_bytes:,} + {code_bytes:,} code bytes is over "
                           f"{limit_total:,}; removed")
     saved_config, restored = load_artifact(paths["artifact"])
-    rt = score(build_saved_model(saved_config, restored, where=paths["artifact"]), val, cfg.train.seq_len,
+    rt = score(rebuild_model(saved_config, restored, where=paths["artifact"]), val, cfg.train.seq_len,
                cfg.export.eval_stride, setup, progress)
     float_final = score(model, val, cfg.train.seq_len, cfg.export.eval_stride, setup, progress)
     search.evaluations += 2
-    chosen.model_bytes = file_bytes
+    write_artifact_record(paths["artifact"], chosen_cfg, {
+        "val_loss_roundtrip": rt.loss, "val_bpb_roundtrip": rt.bpb, "val_tokens_roundtrip": rt.tokens,
+        **scored_on(setup), "bytes": {"model": file_bytes, "code": code_bytes, "total": file_bytes + code_bytes}})
+    chosen.model_bytes = chosen.stream_bytes + overhead + slack  # a shrunk choice kept its parent's prediction
 
-    rows = candidate_frame(evaluated, chosen, code_bytes, limit_total, float_search_bpb)
+    rows = candidate_frame(evaluated, chosen, file_bytes, code_bytes, limit_total, float_search_bpb)
     summary = {
         "source": kind, "params": sum(t.numel() for t in state.values()),
         "max_bytes": max_bytes, "margin": margin, "limit_bytes": limit_total,
@@ -675,6 +680,16 @@ def fit_budget(source: Path, cfg: C.Config, max_bytes: int, margin: int = 0,
     atomic_write_text(paths["config"], C.to_yaml(dataclasses.replace(cfg, export=export_cfg)))
     atomic_write_json(paths["json"], summary)
     return FitResult(summary=summary, candidates=evaluated)
+
+
+def code_reserve(cfg: C.Config, quant_names: list[str]) -> int:
+    """Code bytes the search reserves: the packed script of the largest export config the search can choose (every
+    quantized tensor named in tensor_bits, selective pruning when allowed), so the chosen config's own script,
+    measured after the choice, fits too."""
+    widest = dataclasses.replace(cfg.export, tensor_bits={name: 7 for name in quant_names})
+    if cfg.fit.max_prune > 0:
+        widest = dataclasses.replace(widest, prune=cfg.fit.max_prune, prune_kind="selective")
+    return max(bundle.count_code_bytes(cfg), bundle.count_code_bytes(bundle.with_export(cfg, widest)))
 
 
 def _export_verified(search: _Search, table: _SizeTable, chosen: Candidate, cfg: C.Config, limit_model: int):
@@ -705,19 +720,32 @@ def _shrink(search: _Search, table: _SizeTable, cand: Candidate, stream_limit: i
 
 # --------------------------------------------------------------------------- tables
 
-ROW_FIELDS = ("config", "origin", "model_bytes", "code_bytes", "total_bytes", "headroom_bytes", "val_bpb",
-              "delta_bpb", "proxy", "frontier", "chosen")
+ROW_FIELDS = ("config", "origin", "predicted_model_bytes", "measured_model_bytes", "code_bytes", "total_bytes",
+              "headroom_bytes", "bytes_basis", "val_bpb", "delta_bpb", "proxy", "frontier", "chosen")
 
 
-def candidate_frame(evaluated: list[Candidate], chosen: Candidate, code_bytes: int, limit_total: int,
-                    float_bpb: float) -> pd.DataFrame:
-    """One row per evaluated candidate (search-slice BPB) in ROW_FIELDS order, sorted by bytes, the Pareto
-    frontier and the choice marked."""
-    ordered = sorted(evaluated, key=lambda c: c.model_bytes)
-    rows = pd.DataFrame([{
-        "config": c.label(), "origin": c.origin, "model_bytes": c.model_bytes, "code_bytes": code_bytes,
-        "total_bytes": c.model_bytes + code_bytes, "headroom_bytes": limit_total - c.model_bytes - code_bytes,
-        "val_bpb": c.val_bpb, "delta_bpb": c.val_bpb - float_bpb, "proxy": c.proxy, "frontier": False,
-        "chosen": c is chosen} for c in ordered], columns=list(ROW_FIELDS))
-    rows["frontier"] = T.pareto_front(rows["model_bytes"], rows["val_bpb"])
+def candidate_frame(evaluated: list[Candidate], chosen: Candidate, measured_bytes: int, code_bytes: int,
+                    limit_total: int, float_bpb: float) -> pd.DataFrame:
+    """One row per evaluated candidate (search-slice BPB) in ROW_FIELDS order, sorted by total bytes, the Pareto
+    frontier (of total bytes against BPB) and the choice marked.
+
+    Only the chosen candidate is ever written: `measured_model_bytes` is its artifact's file size
+    (`measured_bytes`) and NA for the rest; `predicted_model_bytes` is every candidate's search prediction
+    (streams + header estimate + slack), the chosen one's too. `total_bytes` and `headroom_bytes` use the measured
+    size where there is one, else the prediction; `bytes_basis` says which ("measured" or "predicted").
+    """
+    def row(c: Candidate) -> dict[str, Any]:
+        measured = measured_bytes if c is chosen else None
+        model_bytes = c.model_bytes if measured is None else measured
+        return {"config": c.label(), "origin": c.origin, "predicted_model_bytes": c.model_bytes,
+                "measured_model_bytes": measured, "code_bytes": code_bytes, "total_bytes": model_bytes + code_bytes,
+                "headroom_bytes": limit_total - model_bytes - code_bytes,
+                "bytes_basis": "predicted" if measured is None else "measured",
+                "val_bpb": c.val_bpb, "delta_bpb": c.val_bpb - float_bpb, "proxy": c.proxy, "frontier": False,
+                "chosen": c is chosen}
+
+    rows = pd.DataFrame([row(c) for c in evaluated], columns=list(ROW_FIELDS))
+    rows["measured_model_bytes"] = rows["measured_model_bytes"].astype("Int64")
+    rows = rows.sort_values("total_bytes", kind="stable", ignore_index=True)
+    rows["frontier"] = T.pareto_front(rows["total_bytes"], rows["val_bpb"])
     return rows

@@ -82,5 +82,15 @@ class MetricsLog:
         self._fh.close()
 
 
+class NullMetrics:
+    """A metrics log that keeps nothing (non-main ranks, the shipped script)."""
+
+    def write(self, **record: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def read_summary(run_dir: Path) -> dict[str, Any]:
     return json.loads((Path(run_dir) / "summary.json").read_text())

@@ -110,24 +110,31 @@ def render(frame: pd.DataFrame, columns: Sequence[Column], title: str | None = N
 
 
 def fit_table(summary: dict[str, Any]) -> Table:
-    """fit-budget: every BPB-evaluated candidate sorted by bytes (frontier *, choice >), then the final re-score."""
+    """fit-budget: every BPB-evaluated candidate sorted by bytes (frontier *, choice >), then the final re-score.
+
+    Model bytes come in two columns: the search's prediction (every candidate) and the written file's
+    size (the choice only, the one candidate ever written); total and headroom use the file where there is one.
+    """
     limit = summary["limit_bytes"]
     frame = pd.DataFrame(summary["candidates"])
     columns = [Column("", lambda r: ("*" if r["frontier"] else "") + (">" if r["chosen"] else ""), "left"),
-               column("config", justify="left"), column("model_bytes", "model bytes", fmt_bytes),
+               column("config", justify="left"),
+               column("predicted_model_bytes", "model bytes predicted", fmt_bytes),
+               column("measured_model_bytes", "model bytes measured (file)", fmt_bytes),
                column("code_bytes", "code bytes", fmt_bytes), column("total_bytes", "total", fmt_bytes),
                column("headroom_bytes", "headroom", fmt_bytes), column("val_bpb", "val_bpb", fmt_bpb),
                column("delta_bpb", "delta vs float", fmt_delta)]
     table = render(frame, columns,
                    title=f"fit-budget: {summary['max_bytes']:,} bytes - margin {summary['margin']:,} = {limit:,}",
                    caption=f"search BPB on {summary['search_val_tokens']:,} val tokens (float "
-                           f"{summary['search_val_bpb_float']:.4f}); * = Pareto frontier; "
+                           f"{summary['search_val_bpb_float']:.4f}); total and headroom from the measured file "
+                           "where there is one (the choice), else the prediction; * = Pareto frontier; "
                            f"{summary['bpb_evaluations']} BPB evaluations in {summary['wall_time_s']:.0f} s",
                    row_style=lambda r: "bold green" if r["chosen"] else None)
     b = summary["bytes"]
     table.add_section()
     table.add_row("final", escape(f"{summary['label']} (full val, {summary['val_tokens']:,} tokens)"),
-                  fmt_bytes(b["model"]), fmt_bytes(b["code"]), fmt_bytes(b["total"]),
+                  "", fmt_bytes(b["model"]), fmt_bytes(b["code"]), fmt_bytes(b["total"]),
                   fmt_bytes(summary["headroom_bytes"]), fmt_bpb(summary["val_bpb_roundtrip"]),
                   fmt_delta(summary["val_bpb_roundtrip"] - summary["val_bpb"]), style="bold")
     return table

@@ -10,14 +10,15 @@ PACKAGE = Path(pgolf.__file__).parent
 # Lower layers never import higher ones (docs/DESIGN.md, "Imports flow one way").
 LAYERS = {
     "errors": 0, "progress": 0,
-    "config": 1, "runs": 1,
-    "model": 2, "data": 2, "tables": 2,
+    "schema": 1, "runs": 1,
+    "config": 2, "model": 2, "data": 2, "tables": 2, "bundle": 2,
     "evaluate": 3, "export": 3, "checkpoint": 3,
     "train": 4,
-    "experiment": 5,
-    "fit": 6, "report": 6,
-    "sweep": 7,
-    "cli": 8, "__main__": 9,
+    "job": 5,
+    "experiment": 6, "standalone": 6,
+    "fit": 7, "report": 7, "pack": 7,
+    "sweep": 8,
+    "cli": 9, "__main__": 10, "bootstrap": 10,
 }
 TERMINAL_LIBS = {"typer": {"cli"}, "rich": {"cli", "tables"}, "click": {"cli"}, "matplotlib": {"tables"}}
 CONFIG_LIBS = {"hydra": {"config"}, "omegaconf": {"config"}}

@@ -1,5 +1,7 @@
 """Config composition: every shipped preset composes, bad overrides are one-line errors, sizes parse exactly."""
 
+import dataclasses
+
 import pytest
 
 from pgolf import config as C
@@ -102,5 +104,5 @@ def test_every_field_has_a_docstring():
     for cls in (C.RunConfig, C.DataConfig, C.ModelConfig, C.TrainConfig, C.RegConfig, C.ExportConfig, C.GroupBits,
                 C.BudgetConfig, C.FitConfig):
         docs = C.field_docs(cls)
-        missing = [f.name for f in C.dataclasses.fields(cls) if f.name not in docs]
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in docs]
         assert not missing, f"{cls.__name__} fields without a docstring: {missing}"

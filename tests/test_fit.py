@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from pgolf import config as C
+from pgolf import tables as T
 from pgolf.errors import ConfigError
 from pgolf.export.artifact import export_state_dict
 from pgolf.export.container import read_container
@@ -223,17 +224,25 @@ def test_output_paths_in_a_run_dir_and_beside_a_file(tmp_path):
     assert output_paths(ckpt, 16_000_000)["artifact"] == tmp_path / "final_model.fit-16000000.pgolf"
 
 
-def test_candidate_frame_keeps_the_csv_columns_and_marks_frontier_and_choice(tmp_path):
+def test_candidate_frame_keeps_predicted_and_measured_bytes_apart_and_marks_frontier_and_choice(tmp_path):
     def cand(model_bytes, bpb, origin):
         return Candidate(group_bits={"embed": 8}, clip="max", clip_k=12.0, codec="rans", prune=0.0,
                          stream_bytes=model_bytes, proxy=1.0, model_bytes=model_bytes, val_bpb=bpb, origin=origin)
 
-    chosen = cand(300, 2.4, "proxy")
+    chosen = cand(290, 2.4, "proxy")  # predicted 290, the written file measured 300
     frame = candidate_frame([chosen, cand(100, 3.0, "uniform"), cand(250, 2.6, "fill"), cand(200, 2.5, "proxy")],
-                            chosen, code_bytes=10, limit_total=400, float_bpb=2.0)
+                            chosen, measured_bytes=300, code_bytes=10, limit_total=400, float_bpb=2.0)
     assert tuple(frame.columns) == ROW_FIELDS
-    assert frame["model_bytes"].tolist() == [100, 200, 250, 300]
+    assert frame["predicted_model_bytes"].tolist() == [100, 200, 250, 290]
+    assert frame["measured_model_bytes"].isna().tolist() == [True, True, True, False]
+    assert frame["measured_model_bytes"].iloc[-1] == 300
+    assert frame["bytes_basis"].tolist() == ["predicted"] * 3 + ["measured"]
+    assert frame["total_bytes"].tolist() == [110, 210, 260, 310]
     assert frame["frontier"].tolist() == [True, True, False, True]
     assert frame["chosen"].tolist() == [False, False, False, True]
     assert frame["headroom_bytes"].tolist() == [290, 190, 140, 90]
+    T.write_csv(frame, tmp_path / "c.csv")
+    header, *lines = (tmp_path / "c.csv").read_text().splitlines()
+    assert header.split(",") == list(ROW_FIELDS)
+    assert lines[0].split(",")[3] == "" and lines[-1].split(",")[2:4] == ["290", "300"]
     assert frame["delta_bpb"].iloc[-1] == pytest.approx(0.4)

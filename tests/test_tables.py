@@ -43,12 +43,13 @@ FIT_SUMMARY = {
     "val_tokens": 16384, "bytes": {"model": 350_000, "code": 47_642, "total": 397_642}, "headroom_bytes": 1358,
     "val_bpb": 2.0, "val_bpb_roundtrip": 2.01,
     "candidates": [
-        {"config": "e8 q6 [i3=7]", "origin": "proxy+bits", "model_bytes": 350_000, "code_bytes": 47_642,
-         "total_bytes": 397_642, "headroom_bytes": 1358, "val_bpb": 2.01, "delta_bpb": 0.01, "proxy": 1.0,
-         "frontier": True, "chosen": True},
-        {"config": "e6 q6", "origin": "uniform", "model_bytes": 300_000, "code_bytes": 47_642,
-         "total_bytes": 347_642, "headroom_bytes": 51_358, "val_bpb": 2.05, "delta_bpb": 0.05, "proxy": 2.0,
-         "frontier": True, "chosen": False},
+        {"config": "e6 q6", "origin": "uniform", "predicted_model_bytes": 300_000, "measured_model_bytes": None,
+         "code_bytes": 47_642, "total_bytes": 347_642, "headroom_bytes": 51_358, "bytes_basis": "predicted",
+         "val_bpb": 2.05, "delta_bpb": 0.05, "proxy": 2.0, "frontier": True, "chosen": False},
+        {"config": "e8 q6 [i3=7]", "origin": "proxy+bits", "predicted_model_bytes": 349_871,
+         "measured_model_bytes": 350_000, "code_bytes": 47_642, "total_bytes": 397_642, "headroom_bytes": 1358,
+         "bytes_basis": "measured", "val_bpb": 2.01, "delta_bpb": 0.01, "proxy": 1.0, "frontier": True,
+         "chosen": True},
     ],
 }
 
@@ -58,6 +59,17 @@ def test_fit_table_escapes_labels_and_prints_exact_bytes():
     assert "e8 q6 [i3=7]" in text  # not swallowed as rich markup
     assert "397,642" in text and "51,358" in text and "*>" in text
     assert "400,000 bytes - margin 1,000 = 399,000" in text
+
+
+def test_fit_table_labels_predicted_and_measured_model_bytes_apart():
+    lines = _text(T.fit_table(FIT_SUMMARY)).splitlines()
+    header = "\n".join(lines[:6])
+    assert "model bytes predicted" in header and "model bytes measured (file)" in header
+    assert "from the measured file where there is one" in "\n".join(lines[-3:])
+    chosen = next(line for line in lines if "*>" in line)
+    assert "349,871" in chosen and "350,000" in chosen  # the choice's prediction beside its file size
+    uniform = next(line for line in lines if "e6 q6" in line)
+    assert "300,000" in uniform and " - " in uniform  # never written: no measured size
 
 
 @pytest.fixture

@@ -18,8 +18,9 @@ Decisions worth knowing:
   info does not repeat the mapping (it would cost bytes in the budget).
 - Each quantized tensor has two streams, `q` (int8 levels, row-major) and
   `scale` (fp16 per row); a float tensor has one, `data`. All little-endian.
-- `codec=auto` encodes each tensor group with every installed codec and keeps
-  the smallest (ties: the earlier of CODECS). With `shuffle`, every stream of
+- `codec=auto` encodes each tensor group with every codec of CODECS and keeps
+  the smallest (ties: the earlier of CODECS); a missing codec library is a
+  CodecError, never a smaller set. With `shuffle`, every stream of
   multi-byte values is coded both byte-shuffled and plain; the smaller wins.
 - `gptq` re-chooses the levels of every nn.Linear weight on its clip's grid
   (gptq.py) from Hessians the caller measured; the format is unchanged.
@@ -47,19 +48,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pgolf.config import ExportConfig
 from pgolf.errors import ArtifactError, CodecError, ConfigError
 from pgolf.export import codecs, rans
 from pgolf.export.container import pack_container, read_container
-from pgolf.export.gptq import gptq_levels
-from pgolf.export.prune import (
-    prune_cols,
-    prune_global,
-    prune_heads,
-    prune_magnitude,
-    prune_rows,
-    prune_selective,
-)
 from pgolf.export.quantize import (
     CLIPS,
     GROUPS,
@@ -73,6 +64,7 @@ from pgolf.export.quantize import (
 )
 from pgolf.progress import ProgressFn, no_progress
 from pgolf.runs import atomic_write_bytes
+from pgolf.schema import ExportConfig
 
 FORMAT = "pgolf-artifact"
 FLOAT_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -120,8 +112,8 @@ def check_export_config(cfg: ExportConfig) -> None:
         raise ConfigError(f"export.prune_kind must be one of {', '.join(PRUNE_KINDS)}, got {cfg.prune_kind!r}")
     if not 0 <= cfg.prune < 1:
         raise ConfigError(f"export.prune must be in [0, 1), got {cfg.prune}")
-    if cfg.codec != "auto":
-        codecs.check_codec(cfg.codec)
+    for codec in codecs.CODECS if cfg.codec == "auto" else (cfg.codec,):
+        codecs.check_codec(codec)
 
 
 def _plan(name: str, t: Tensor, cfg: ExportConfig) -> tuple[str, int | str]:
@@ -153,16 +145,18 @@ def _prune_float(weights: dict[str, Tensor], cfg: ExportConfig,
     """Pre-quantization pruning of the to-be-quantized tensors; returns them and the zeros made."""
     if cfg.prune == 0 or cfg.prune_kind == "selective":
         return weights, dict.fromkeys(weights, 0)
+    from pgolf.export import prune as P  # imported when used: a packed script without pruning does not carry it
+
     if cfg.prune_kind == "global":
-        return prune_global(weights, cfg.prune)
+        return P.prune_global(weights, cfg.prune)
     out, zeros = {}, {}
     for name, w in weights.items():
         if cfg.prune_kind == "magnitude":
-            out[name], zeros[name] = prune_magnitude(w, cfg.prune)
+            out[name], zeros[name] = P.prune_magnitude(w, cfg.prune)
         elif cfg.prune_kind == "rows":
-            out[name], zeros[name] = prune_rows(w, cfg.prune)
+            out[name], zeros[name] = P.prune_rows(w, cfg.prune)
         elif cfg.prune_kind == "cols":
-            out[name], zeros[name] = prune_cols(w, cfg.prune)
+            out[name], zeros[name] = P.prune_cols(w, cfg.prune)
         else:
             out[name], zeros[name] = w, 0
     if cfg.prune_kind == "heads":
@@ -177,6 +171,8 @@ def _prune_heads(weights: dict[str, Tensor], zeros: dict[str, int], fraction: fl
         part = _ATTN_PART.get(tensor_group(name))
         if part:
             layers.setdefault(name.rsplit(".attn.", 1)[0], {})[part] = name
+    from pgolf.export.prune import prune_heads
+
     for names in layers.values():
         if len(names) < len(_ATTN_PART):
             continue  # a matrix of this layer is kept float: its heads are left whole
@@ -218,8 +214,12 @@ def _quantize(state_dict: dict[str, Tensor], cfg: ExportConfig, model_config: di
             except ArtifactError as exc:
                 raise ArtifactError(f"tensor {name}: {exc}") from None
             if cfg.gptq and name in hessians:
+                from pgolf.export.gptq import gptq_levels  # imported when used, as the pruning functions
+
                 qt = gptq_levels(pruned[name], hessians[name], qt, cfg.gptq_damp, name)
             if cfg.prune > 0 and cfg.prune_kind == "selective":
+                from pgolf.export.prune import prune_selective
+
                 qt, zeros[name] = prune_selective(qt, pruned[name], cfg.prune)
             out[name] = qt
         progress("quantize", i + 1, len(state_dict))
@@ -276,7 +276,7 @@ def _encode_stream(codec: str, raw: bytes, itemsize: int, row_len: int, cfg: Exp
 def _encode_group(names: list[str], raws: dict[str, dict[str, tuple[bytes, int]]], cfg: ExportConfig
                   ) -> tuple[str, dict[str, dict[str, tuple[bytes, bool]]]]:
     """(codec, name -> stream -> (coded, shuffled)) for one tensor group."""
-    candidates = codecs.available_codecs() if cfg.codec == "auto" else [cfg.codec]
+    candidates = codecs.CODECS if cfg.codec == "auto" else (cfg.codec,)
     best: tuple[int, str, dict] | None = None
     for codec in candidates:
         coded = {n: {key: _encode_stream(codec, *stream, cfg) for key, stream in raws[n].items()} for n in names}

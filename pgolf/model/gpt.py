@@ -20,11 +20,18 @@ pass computes the same numbers. What is non-standard (all from the reference):
 - Softcap is applied in the compute dtype and the logits are then cast to float32,
   in the reference's order.
 
-Regularization added for pgolf (off by default and always off in eval mode):
-`ln_scale` (scale each block's normalized inputs by 1/sqrt(layer+1), fixed or learned),
-`dropout` on the branch outputs, and `drop_path` (per-sample stochastic depth, rate
-rising linearly from 0 at the first block to `drop_path` at the last). The model
-knows nothing of quantization or pruning.
+Added for pgolf, each off with the constructor's defaults:
+- `ln_scale` scales each block's normalized inputs by 1/sqrt(layer+1), `fixed` (a
+  non-persistent buffer: no state-dict key) or `learned` (a parameter
+  `blocks.<i>.ln_scale` initialised to that value). It is part of the forward pass, in
+  training and eval alike, so a model is scored with the ln_scale it was trained
+  with (it is in `GPT.config`, which checkpoints and artifacts carry). pgolf's
+  reg presets `cpu` (the default), `default` and `records` turn it on as `fixed`;
+  `reg=none` and the reference leave it off.
+- `dropout` on the branch outputs and `drop_path` (per-sample stochastic depth, rate
+  rising linearly from 0 at the first block to `drop_path` at the last): training
+  mode only, the identity in eval mode.
+The model knows nothing of quantization or pruning.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import get_swa_multi_avg_fn
 
-from pgolf.config import RegConfig
 from pgolf.errors import ConfigError, TrainingError
+from pgolf.schema import RegConfig
 from pgolf.train.qat import canonical_name, plain_state_dict
 
 

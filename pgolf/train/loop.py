@@ -10,6 +10,9 @@ the validation set. Non-standard pieces:
   ones when still finite, else the snapshot from the last validation whose
   weights and loss were finite). Snapshots use plain parameter names, so
   they stay baseline-compatible while QAT parametrizations are on.
+- Any other failure of the optimizer step (a RuntimeError such as CUDA out of
+  memory) is not a NaN stop: it is logged and raised as a TrainingError that
+  names the exception and the step.
 - Ctrl-C stops after the current step; what was trained is returned and saved.
 """
 
@@ -24,20 +27,19 @@ from dataclasses import dataclass, field
 
 import torch
 
-from pgolf.config import Config
 from pgolf.data.loader import TrainBatches
 from pgolf.data.tokenizer import ByteLUTs
+from pgolf.errors import TrainingError
 from pgolf.evaluate import evaluate_bpb
 from pgolf.model.gpt import GPT
 from pgolf.progress import ProgressFn, no_progress
 from pgolf.runs import MetricsLog
+from pgolf.schema import Config
 from pgolf.train import regularizers as R
-from pgolf.train.averaging import make_weight_average
 from pgolf.train.device import DeviceSetup, autocast, maybe_compile
 from pgolf.train.diagnostics import weight_diagnostics
 from pgolf.train.distributed import DistInfo, all_reduce_mean, broadcast_flag, wrap_ddp
 from pgolf.train.optim import build_optimizers, lr_multiplier, muon_momentum_at, training_fraction
-from pgolf.train.pruning import GradualPruner
 from pgolf.train.qat import enable_qat, plain_state_dict
 
 
@@ -49,7 +51,7 @@ class TrainResult:
     train_time_s: float
     tokens_per_s: float
     stop_reason: str
-    """completed, wallclock, early_stop, interrupted or nan."""
+    """completed, wallclock, early_stop, interrupted or nan (a non-finite loss)."""
     last_val: dict[str, float] = field(default_factory=dict)
     diagnostics: dict[str, dict[str, float]] = field(default_factory=dict)
     error: str = ""
@@ -83,8 +85,9 @@ def train_model(cfg: Config, model: GPT, batches: TrainBatches, val_tokens: torc
     decays = [(p, lr, wd) for p, lr, wd in decays if wd > 0]
     matrices = groups.get("matrix", [])
     qat = enable_qat(model, r.qat_bits, [n for n, _ in matrices]) if r.qat_bits else None
-    pruner = GradualPruner(matrices, r.prune_sparsity, r.prune_start) if r.prune_sparsity > 0 else None
-    averager = make_weight_average(r)
+    pruner = _gradual_pruner(matrices, r)
+    averager = _weight_average(r)
+    penalties = _penalty_terms(r)
     stopper = R.EarlyStopping(r.early_stop_patience) if r.early_stop_patience else None
     gap = R.GapMonitor(r.gap_warn)
     train_model_fn = wrap_ddp(maybe_compile(model, setup), dist_info, device)
@@ -102,7 +105,7 @@ def train_model(cfg: Config, model: GPT, batches: TrainBatches, val_tokens: torc
                 with autocast(setup):
                     logits = train_model_fn(x)  # (B, T, V)
                 ce = R.cross_entropy(logits, y, r.label_smoothing)
-                pens = R.penalty_terms(named, logits, r, cfg.export.bits)
+                pens = penalties(named, logits, r, cfg.export.bits) if penalties else {}
                 loss = ce + sum(pens.values(), torch.zeros((), device=device))
                 (loss / t.grad_accum).backward()
             ce_total += ce.detach() / t.grad_accum
@@ -158,12 +161,11 @@ def train_model(cfg: Config, model: GPT, batches: TrainBatches, val_tokens: torc
             grad_norm = R.clip_gradients(model.parameters(), r.grad_clip)
             try:
                 opts.step()
-            except RuntimeError as exc:  # Adam's state can overflow before the loss shows it
-                stop_reason = "nan"
-                error = (f"optimizer step overflowed at step {step + 1} ({str(exc).splitlines()[0]}); "
-                         f"kept the weights from step {snapshot_step}")
+            except RuntimeError as exc:  # CUDA out of memory, a scalar too large for the dtype ...: not a NaN
+                lines = str(exc).strip().splitlines()
+                error = f"optimizer step failed at step {step + 1}: {type(exc).__name__}: {lines[0] if lines else ''}"
                 log(error)
-                break
+                raise TrainingError(error) from exc
             opts.zero_grad()
             wd_mult = R.decay_multiplier(frac, r)
             for param, lr, wd in decays:
@@ -227,6 +229,33 @@ def train_model(cfg: Config, model: GPT, batches: TrainBatches, val_tokens: torc
     return TrainResult(state_dict=final, steps=step, train_time_s=train_time_s,
                        tokens_per_s=step * tokens_per_step / max(train_time_s, 1e-9), stop_reason=stop_reason,
                        last_val=last_val, diagnostics=diag, error=error)
+
+
+def _gradual_pruner(matrices, r):
+    """GradualPruner when reg.prune_sparsity is set (imported only then: a packed script carries what it uses)."""
+    if r.prune_sparsity <= 0:
+        return None
+    from pgolf.train.pruning import GradualPruner
+
+    return GradualPruner(matrices, r.prune_sparsity, r.prune_start)
+
+
+def _penalty_terms(r):
+    """penalties.penalty_terms when reg sets a penalty coefficient (imported only then, as `_gradual_pruner`)."""
+    if max(r.l1, r.l2, r.z_loss, r.qerr_penalty, r.sv_penalty) <= 0:
+        return None
+    from pgolf.train.penalties import penalty_terms
+
+    return penalty_terms
+
+
+def _weight_average(r):
+    """EMA or SWA when reg asks for one (imported only then, as `_gradual_pruner`)."""
+    if r.ema_decay <= 0 and r.swa_start <= 0:
+        return None
+    from pgolf.train.averaging import make_weight_average
+
+    return make_weight_average(r)
 
 
 def _finite_snapshot(model: GPT) -> dict[str, torch.Tensor] | None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pgolf.config import TrainConfig
+from pgolf.schema import TrainConfig
 
 
 @dataclass

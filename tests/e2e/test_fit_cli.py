@@ -18,7 +18,7 @@ FAST = ["--val-tokens", "2048"]  # the final score uses the run's own data.val_t
 
 
 @pytest.mark.slow
-def test_fit_budget_writes_a_verified_artifact_within_budget(trained_run, data_overrides):
+def test_fit_budget_writes_a_verified_artifact_within_budget(trained_run, data_overrides, tmp_path):
     cwd, summary, _ = trained_run
     run_dir = cwd / summary["run_dir"]
     budget = int(summary["bytes"]["total"] * 0.6)
@@ -31,11 +31,23 @@ def test_fit_budget_writes_a_verified_artifact_within_budget(trained_run, data_o
     assert fit["bytes"]["total"] <= budget - 1000
     assert sum(row["chosen"] for row in fit["candidates"]) == 1
     assert any(row["frontier"] for row in fit["candidates"])
+    for row in fit["candidates"]:  # only the chosen candidate was written: only its size is a file's
+        measured = artifact.stat().st_size if row["chosen"] else None
+        assert row["measured_model_bytes"] == measured and row["predicted_model_bytes"] > 0
+        assert row["bytes_basis"] == ("measured" if row["chosen"] else "predicted")
+        assert row["total_bytes"] == (measured or row["predicted_model_bytes"]) + fit["bytes"]["code"]
     csv_lines = (run_dir / "fit" / f"fit-{budget}.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + len(fit["candidates"])
+    assert "predicted_model_bytes,measured_model_bytes" in csv_lines[0] and ",model_bytes," not in csv_lines[0]
     rescored = json.loads(run_pgolf("eval", artifact, *data_overrides, "data.val_tokens=16384", "--json", cwd=cwd,
                                     check_code=0).stdout)
     assert rescored["val_bpb"] == pytest.approx(fit["val_bpb_roundtrip"], abs=1e-9)
+    # the code bytes fit-budget counted are those of the train_gpt.py pack ships for the chosen config
+    packed = json.loads(run_pgolf("pack", artifact, "--out", tmp_path / "records", "--json", cwd=cwd,
+                                  check_code=0).stdout)
+    assert packed["bytes_code"] == fit["bytes"]["code"] == (tmp_path / "records" / "train_gpt.py").stat().st_size
+    assert packed["bytes_total"] == fit["bytes"]["total"]
+    assert packed["val_bpb"] == fit["val_bpb_roundtrip"]
 
 
 @pytest.mark.slow

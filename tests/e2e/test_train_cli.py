@@ -8,8 +8,10 @@ import time
 
 import pytest
 import torch
+from rich.console import Console
 from safetensors.torch import load_file
 
+from pgolf.cli import summary_table
 from pgolf.data.shards import read_shard
 from pgolf.model.gpt import GPT
 
@@ -168,3 +170,13 @@ def test_fineweb_preset_reads_the_challenge_layout_as_is(tmp_path, builtin_data,
     proc = run_pgolf("eval", cwd / summary["artifact"], "data=fineweb_sp1024", "data.val_tokens=16384", "--json",
                      cwd=tmp_path, check_code=0)
     assert json.loads(proc.stdout)["val_bpb"] == pytest.approx(summary["val_bpb_roundtrip"], rel=1e-9)
+
+
+def test_summary_headroom_is_against_the_configured_budget():
+    summary = {"params": 1000, "val_loss": 2.0, "val_bpb": 1.2, "val_bpb_roundtrip": 1.21,
+               "bytes": {"model": 15_000_000, "code": 60_000, "total": 15_060_000}}
+    console = Console(width=200, record=True)
+    console.print(summary_table(summary, "pgolf train", "15.5MB"))
+    text = console.export_text()
+    assert "headroom to 15.5MB" in text and "16MB" not in text
+    assert "440,000" in text  # 15,500,000 - 15,060,000, not 940,000 against 16MB

@@ -184,6 +184,12 @@ def test_missing_brotli_is_a_codec_error(monkeypatch, state_dict, model_config):
         export_state_dict(state_dict, model_config, dataclasses.replace(FAST, codec="brotli"))
 
 
+def test_auto_without_brotli_is_a_codec_error_not_a_smaller_codec_set(monkeypatch, state_dict, model_config):
+    monkeypatch.setitem(__import__("sys").modules, "brotli", None)
+    with pytest.raises(CodecError, match=r"codec brotli needs the 'brotli' package: pip install brotli"):
+        export_state_dict(state_dict, model_config, dataclasses.replace(FAST, codec="auto"))
+
+
 def test_non_float_and_nan_tensors_are_named(state_dict, model_config):
     with pytest.raises(ArtifactError, match="tensor step"):
         export_state_dict({"step": torch.tensor(3)}, model_config, FAST)

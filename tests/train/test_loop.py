@@ -20,12 +20,14 @@ from pgolf.config import compose
 from pgolf.data.loader import TrainBatches, load_val_tokens
 from pgolf.data.prepare import prepare_data
 from pgolf.data.tokenizer import build_byte_luts, load_tokenizer
+from pgolf.errors import TrainingError
 from pgolf.evaluate import evaluate_bpb
 from pgolf.runs import MetricsLog
-from pgolf.train import loop
+from pgolf.train import averaging
 from pgolf.train.device import resolve_device
 from pgolf.train.distributed import DistInfo
 from pgolf.train.loop import TrainResult, build_model, train_model
+from pgolf.train.optim import OptimizerSet
 from pgolf.train.qat import fake_quantize_rows
 from pgolf.train.regularizers import param_group
 
@@ -121,13 +123,13 @@ def test_plain_run_returns_baseline_keys_and_logs_train_and_val(train):
 
 
 def test_ema_weights_are_returned_not_the_live_ones(train, monkeypatch):
-    made, make = [], loop.make_weight_average
+    made, make = [], averaging.make_weight_average
 
     def capture(cfg):
         made.append(make(cfg))
         return made[-1]
 
-    monkeypatch.setattr(loop, "make_weight_average", capture)
+    monkeypatch.setattr(averaging, "make_weight_average", capture)  # loop imports it when EMA is on
     run = train("reg.ema_decay=0.9")
     (ema,) = made
     assert ema.n_averaged == ITERS
@@ -201,6 +203,26 @@ def test_nan_loss_stops_names_the_step_and_keeps_finite_weights(train, extra):
     assert result.error in run.log
     assert set(result.state_dict) == baseline_keys()
     assert all(torch.isfinite(w).all() for w in result.state_dict.values())
+
+
+def test_a_failing_optimizer_step_is_a_training_error_naming_it_not_a_nan_stop(train, monkeypatch):
+    calls = []
+
+    def step(self):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail on a second line")
+        for opt in self.all:
+            opt.step()
+
+    monkeypatch.setattr(OptimizerSet, "step", step)
+    with pytest.raises(TrainingError) as info:
+        train("train.iterations=5")
+    message = str(info.value)
+    assert message == ("optimizer step failed at step 3: RuntimeError: CUDA out of memory. "
+                       "Tried to allocate 2.00 GiB")
+    assert "overflow" not in message and "nan" not in message.lower()
+    assert isinstance(info.value.__cause__, RuntimeError)
 
 
 def test_random_sampling_trains_on_other_windows_reproducibly(train):

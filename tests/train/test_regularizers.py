@@ -8,6 +8,7 @@ from torch import nn
 
 from pgolf.config import RegConfig
 from pgolf.errors import ConfigError, TrainingError
+from pgolf.train.penalties import penalty_terms, quant_error, sv_imbalance
 from pgolf.train.qat import enable_qat, row_step
 from pgolf.train.regularizers import (
     EarlyStopping,
@@ -22,9 +23,6 @@ from pgolf.train.regularizers import (
     decay_multiplier,
     describe_decay,
     param_groups,
-    penalty_terms,
-    quant_error,
-    sv_imbalance,
 )
 
 VOCAB, DIM = 32, 8

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,12 @@ def run_pgolf(*args, cwd, check_code=None, env=None, timeout=600):
     if check_code is not None:
         assert proc.returncode == check_code, f"exit {proc.returncode}\nstdout:{proc.stdout}\nstderr:{proc.stderr}"
     return proc
+
+
+def interruptible():
+    """Popen's preexec_fn for tests that press Ctrl-C: a shell's background job starts with SIGINT ignored, which
+    Python then keeps, so the child gets the default disposition back (as in a terminal)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session")
@@ -54,4 +61,4 @@ def one_line_error(proc):
     return lines[-1]
 
 
-__all__ = ["run_pgolf", "one_line_error", "QUICK", "Path"]
+__all__ = ["run_pgolf", "one_line_error", "interruptible", "QUICK", "Path"]

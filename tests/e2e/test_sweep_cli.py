@@ -13,7 +13,7 @@ import pytest
 
 from pgolf import cli
 
-from .conftest import one_line_error, run_pgolf
+from .conftest import interruptible, one_line_error, run_pgolf
 
 pytestmark = pytest.mark.slow
 
@@ -125,7 +125,7 @@ def _wait_for(predicate, proc, what, timeout=240):
 
 def _popen_sweep(cwd, args):
     return subprocess.Popen([sys.executable, "-m", "pgolf", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=interruptible)
 
 
 def _second_training_running(cwd):

@@ -15,7 +15,7 @@ from pgolf.cli import summary_table
 from pgolf.data.shards import read_shard
 from pgolf.model.gpt import GPT
 
-from .conftest import QUICK, one_line_error, run_pgolf
+from .conftest import QUICK, interruptible, one_line_error, run_pgolf
 
 pytestmark = pytest.mark.slow
 
@@ -132,7 +132,8 @@ def test_nan_loss_stops_keeps_weights_and_says_the_step(tmp_path, data_overrides
 
 def test_ctrl_c_saves_what_was_trained_and_exits_130(tmp_path, data_overrides):
     cmd = [sys.executable, "-m", "pgolf", "train", *data_overrides, "train.iterations=100000", "train.val_every=0"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=interruptible)
     deadline = time.time() + 120
     metrics = None
     while time.time() < deadline:

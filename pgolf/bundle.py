@@ -29,6 +29,7 @@ import ast
 import base64
 import builtins
 import dataclasses
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -551,22 +552,29 @@ def shake(trees: dict[str, ast.Module]) -> dict[str, ast.Module]:
 
 
 def _compact(cfg: Config, modules: dict[str, str]) -> str:
-    """The script's payload: docstrings, comments, annotations and unused imports stripped, unreferenced top-level
-    code dropped, globals and locals renamed; a package `__init__` no module takes a name from ships empty."""
-    needed = _package_names_used(modules)
+    """The script's payload: the packed config, the compacted modules and the bootstrap."""
+    return f"CONFIG={packed_config(cfg)!r}\n{_compact_modules(tuple(modules.items()), BOOTSTRAP.read_text())}"
+
+
+@functools.lru_cache(maxsize=8)
+def _compact_modules(modules: tuple[tuple[str, str], ...], bootstrap_source: str) -> str:
+    """`MODULES={...}` and the bootstrap, compacted: docstrings, comments, annotations and unused imports stripped,
+    unreferenced top-level code dropped, globals and locals renamed; a package `__init__` no module takes a name
+    from ships empty. It depends on the module set only, so configs that share one share the work (~1 s)."""
+    sources = dict(modules)
+    needed = _package_names_used(sources)
     trees = {name: _Strip().visit(ast.parse(text if not name.endswith("__init__") or name in needed else ""))
-             for name, text in modules.items()}
+             for name, text in sources.items()}
     trees = rename_globals(shake(drop_unused_imports(trees)), keep={"main", "run"})
     positional = positional_only_functions(trees)
     keywords = {k.arg for tree in trees.values() for k in ast.walk(tree) if isinstance(k, ast.keyword) and k.arg}
     stripped = "".join(f"{name!r}:{_literal(_unparse(rename_locals(tree, positional, keywords)))},"
                        for name, tree in trees.items())
-    bootstrap = rename_locals(_Strip().visit(ast.parse(BOOTSTRAP.read_text())), positional={"run"})
-    return (f"CONFIG={packed_config(cfg)!r}\nMODULES={{{stripped}}}\n{_unparse(bootstrap)}"
-            "raise SystemExit(run(MODULES,CONFIG))\n")
+    bootstrap = rename_locals(_Strip().visit(ast.parse(bootstrap_source)), positional={"run"})
+    return f"MODULES={{{stripped}}}\n{_unparse(bootstrap)}raise SystemExit(run(MODULES,CONFIG))\n"
 
 
-_LZMA_SETTINGS = tuple({"lc": lc, "lp": 0, "pb": pb} for lc, pb in ((2, 0), (3, 0), (4, 0), (3, 2)))
+_LZMA_SETTINGS = tuple({"lc": lc, "lp": 0, "pb": 0} for lc in (2, 3))
 
 
 def _lzma(data: bytes) -> bytes:

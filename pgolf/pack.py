@@ -27,6 +27,7 @@ existing non-empty DIR is replaced only with `--force`.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import re
 import shutil
@@ -98,12 +99,18 @@ def _seed_siblings(run_dir: Path) -> list[Path]:
     return out
 
 
-def _recorded(artifact: Path, overrides: list[str], setup, progress: ProgressFn) -> Shipped:
+def _shipped(artifact: Path, overrides: list[str], setup, progress: ProgressFn) -> Shipped:
+    """`artifact` with the config and score of its record, or (no record) its run's config and a score made now."""
     run_dir = _run_dir_of(artifact)
     record = record_path(artifact)
     if record.is_file():
-        data = C.load_plain_yaml(record)  # JSON is YAML
-        cfg = C.merge_dotted(C.from_dict(data["config"]), overrides)
+        try:
+            data = json.loads(record.read_text())
+            recorded = C.from_dict(data["config"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ArtifactError(f"{record}: not a readable artifact record ({exc}); remove it to score the artifact "
+                                "anew") from None
+        cfg = C.merge_dotted(recorded, overrides)
         return Shipped(artifact, run_dir, cfg, data["val_bpb_roundtrip"], data["val_loss_roundtrip"],
                        f"recorded ({data.get('eval_device', '?')} {data.get('eval_dtype', '?')})")
     cfg = C.merge_dotted(C.load_yaml(run_dir / "config.yaml"), overrides) if run_dir else C.compose(overrides)
@@ -136,7 +143,7 @@ def resolve_sources(source: Path, overrides: list[str], progress: ProgressFn = n
     else:
         raise ArtifactError(f"{source}: no such artifact or run directory")
     setup = resolve_device("auto")
-    return [_recorded(a, overrides, setup, progress) for a in artifacts]
+    return [_shipped(a, overrides, setup, progress) for a in artifacts]
 
 
 def _check_buildable(item: Shipped) -> set[str]:
@@ -164,7 +171,7 @@ def _same_config(items: list[Shipped]) -> None:
             raise ConfigError(f"{item.artifact}: its config differs from {items[0].artifact}'s beyond the seed")
 
 
-def pack(source: Path, out: Path, overrides: list[str], max_bytes: int | None = None, name: str = "",
+def pack(source: Path, out: Path, overrides: list[str], max_bytes: str | None = None, name: str = "",
          author: str = "", github_id: str = "", blurb: str = "", wrap: str = "lzma", force: bool = False,
          command: str = "", progress: ProgressFn = no_progress) -> dict:
     """Write the records folder for SOURCE into `out`; returns the submission (also submission.json)."""

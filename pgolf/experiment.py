@@ -8,7 +8,6 @@ train/, export/ and evaluate.py.
 
 from __future__ import annotations
 
-import dataclasses
 import platform
 import time
 from collections.abc import Callable
@@ -190,22 +189,30 @@ def run_eval(path: Path, cfg: C.Config, progress: ProgressFn = no_progress) -> d
     return summary
 
 
-def config_for_source(source: Path, overrides: list[str]) -> C.Config:
-    """Compose `overrides`; for a run directory, its saved data, model vocab and seq_len apply unless overridden.
+_RUN_SECTIONS = ("data", "model", "train", "reg")
+"""What a run directory's own config decides for export, eval and fit-budget unless a preset replaces it."""
 
-    So `pgolf export runs/latest export.bits=5` scores on the data the run was trained on.
+
+def config_for_source(source: Path, overrides: list[str]) -> C.Config:
+    """Compose `overrides`; for a run directory, its saved data, model, train and reg sections and seed apply (with
+    the overrides' `section.key=value` on top) unless a preset (`data=...`) replaces a section.
+
+    So `pgolf export runs/latest export.bits=5` scores on the data the run was trained on, and the artifact's
+    record and code bytes are those of the config that trained it.
     """
     cfg = C.compose(overrides)
     saved_path = Path(source) / "config.yaml"
     if Path(source).is_dir() and saved_path.is_file():
         saved = C.load_yaml(saved_path)
         keys = {C.override_key(item) for item in overrides}
-        if "data" not in keys:
-            for f in dataclasses.fields(C.DataConfig):
-                if f"data.{f.name}" not in keys:
-                    setattr(cfg.data, f.name, getattr(saved.data, f.name))
-        if "train" not in keys and "train.seq_len" not in keys:
-            cfg.train.seq_len = saved.train.seq_len
+        dotted = []
+        for section in _RUN_SECTIONS:
+            if section not in keys:
+                setattr(cfg, section, getattr(saved, section))
+                dotted += [item for item in overrides if C.override_key(item).startswith(f"{section}.")]
+        if "seed" not in keys:
+            cfg.seed = saved.seed
+        cfg = C.merge_dotted(cfg, dotted)
     return cfg
 
 

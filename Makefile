@@ -24,6 +24,7 @@ demo: setup
 	$(BIN)/pgolf data prepare
 	$(BIN)/pgolf train run.name=demo
 	$(BIN)/pgolf fit-budget runs/latest --max-bytes $(DEMO_BUDGET)
+	$(BIN)/pgolf pack runs/latest --out runs/records/demo --force
 	$(BIN)/pgolf sweep $(DEMO_SWEEP) --name demo
 
 test: setup

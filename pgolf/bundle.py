@@ -417,11 +417,6 @@ def _identifiers(node: ast.AST) -> set[str]:
     return set()
 
 
-def strip_source(source: str | ast.Module) -> str:
-    """`source` without docstrings, comments and function annotations, indented one space per level."""
-    return _unparse(_Strip().visit(ast.parse(source) if isinstance(source, str) else source))
-
-
 def _unparse(tree: ast.Module) -> str:
     """Source of `tree` with one space per indent level and without the parentheses ast.unparse puts around a
     tuple that is assigned or returned."""

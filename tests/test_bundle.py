@@ -136,7 +136,7 @@ def test_stripping_keeps_behaviour_and_renames_only_locals():
     ''')
     plain, stripped = {}, {}
     exec(source, plain)
-    compact = bundle.strip_source(bundle.rename_locals(ast.parse(source)))
+    compact = bundle._unparse(bundle.rename_locals(bundle._Strip().visit(ast.parse(source))))
     exec(compact, stripped)
     assert stripped["total"]([1, 2, 3], scale=3) == plain["total"]([1, 2, 3], scale=3)
     assert "Doc" not in compact and "comment" not in compact and "squares" not in compact

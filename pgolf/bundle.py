@@ -641,8 +641,3 @@ def count_code_bytes(cfg: Config) -> int:
     if e.code_bytes >= 0:
         return e.code_bytes
     return measured_code_bytes(cfg)
-
-
-def with_export(cfg: Config, export: ExportConfig) -> Config:
-    """`cfg` with another export section (fit-budget's chosen one)."""
-    return dataclasses.replace(cfg, export=export)

@@ -637,7 +637,7 @@ def fit_budget(source: Path, cfg: C.Config, max_bytes: int, margin: int = 0,
     float_search_bpb = search.evaluate(state)
     chosen, to_eval = search.choose(table, list(pool.values()), stream_limit, overhead + slack)
     chosen, export_cfg, blob_result = _export_verified(search, table, chosen, cfg, limit_model)
-    chosen_cfg = bundle.with_export(cfg, export_cfg)
+    chosen_cfg = dataclasses.replace(cfg, export=export_cfg)
     code_bytes = bundle.count_code_bytes(chosen_cfg)  # the script pack ships for the chosen config
     evaluated = to_eval if chosen in to_eval else [*to_eval, chosen]
     paths = output_paths(source, max_bytes)
@@ -677,7 +677,7 @@ def fit_budget(source: Path, cfg: C.Config, max_bytes: int, margin: int = 0,
         "csv": str(paths["csv"]), "json": str(paths["json"]), "config": str(paths["config"]),
     }
     T.write_csv(rows, paths["csv"])
-    atomic_write_text(paths["config"], C.to_yaml(dataclasses.replace(cfg, export=export_cfg)))
+    atomic_write_text(paths["config"], C.to_yaml(chosen_cfg))
     atomic_write_json(paths["json"], summary)
     return FitResult(summary=summary, candidates=evaluated)
 
@@ -689,7 +689,7 @@ def code_reserve(cfg: C.Config, quant_names: list[str]) -> int:
     widest = dataclasses.replace(cfg.export, tensor_bits={name: 7 for name in quant_names})
     if cfg.fit.max_prune > 0:
         widest = dataclasses.replace(widest, prune=cfg.fit.max_prune, prune_kind="selective")
-    return max(bundle.count_code_bytes(cfg), bundle.count_code_bytes(bundle.with_export(cfg, widest)))
+    return max(bundle.count_code_bytes(cfg), bundle.count_code_bytes(dataclasses.replace(cfg, export=widest)))
 
 
 def _export_verified(search: _Search, table: _SizeTable, chosen: Candidate, cfg: C.Config, limit_model: int):

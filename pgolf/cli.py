@@ -155,20 +155,57 @@ def data_prepare(
          f"tokenizer {prepared.tokenizer}")
 
 
+@data_app.command("fetch")
+def data_fetch(
+    variant: Annotated[str, typer.Argument(
+        help="Which export of the challenge's FineWeb: sp1024, sp4096, sp8192 (SentencePiece BPE) or byte260 "
+             "(UTF-8 bytes).")] = "sp1024",
+    train_shards: Annotated[int, typer.Option(
+        help="Training shards to download (100M tokens each); the validation split is always fetched whole.")] = 80,
+    out_dir: Annotated[Path, typer.Option(
+        "--out", help="Data root: gets manifest.json, datasets/fineweb10B_<variant>/ and tokenizers/.")] = Path("data"),
+) -> None:
+    """Download the challenge's FineWeb shards and tokenizer from the Hugging Face Hub, as its downloader does.
+
+    Resumable: a re-run downloads only missing or bad files (every shard is checked by header and size).
+    The repo is willdepueoai/parameter-golf under the prefix `datasets`; MATCHED_FINEWEB_REPO_ID and
+    MATCHED_FINEWEB_REMOTE_ROOT_PREFIX override them, HF_ENDPOINT the Hub.
+
+    Examples: `pgolf data fetch --train-shards 1` (quick start; then `pgolf train data=fineweb_sp1024`);
+    `pgolf data fetch byte260 --train-shards 1` (then `pgolf train data=fineweb_byte260 model.vocab_size=260`).
+    """
+    from pgolf.data.fetch import fetch_data
+
+    with RichProgress() as progress:
+        fetched = fetch_data(variant, train_shards, out_dir, progress=progress)
+    echo(f"{fetched.dir}: {len(fetched.train_files)} train shards ({fetched.train_tokens:,} tokens), "
+         f"{len(fetched.val_files)} val shards ({fetched.val_tokens:,} tokens), tokenizer {fetched.tokenizer}; "
+         f"{fetched.downloaded} files downloaded")
+
+
 @app.command()
-def train(overrides: Overrides = None, as_json: JsonFlag = False) -> None:
+def train(
+    overrides: Overrides = None,
+    resume: Annotated[Path | None, typer.Option(
+        "--resume", help="Continue this run directory from its newest checkpoint, with its saved config (only "
+                         "train.iterations and train.wallclock_s may be raised).", show_default=False)] = None,
+    as_json: JsonFlag = False,
+) -> None:
     """Train a model, export it, read the artifact back and score it.
 
-    Writes runs/<date>/<time>-<name>/ (config.yaml, metrics.jsonl, train.log, model.safetensors,
-    artifacts/, summary.json) and points runs/latest at it.
+    Writes runs/<date>/<time>-<name>/ (config.yaml, state.json, metrics.jsonl, train.log, model.safetensors,
+    artifacts/, summary.json, checkpoints/) and points runs/latest at it. Ctrl-C or SIGTERM stops after the
+    current step and saves the weights, a checkpoint and the summary (exit 130 or 143); train.checkpoint_every=N
+    also checkpoints every N steps. Under torchrun every process trains one share of each batch.
 
-    Examples: `pgolf train`; `pgolf train model=baseline train=h100_10min data=fineweb_sp1024 reg=records`.
+    Examples: `pgolf train`; `pgolf train model=baseline train=h100_10min data=fineweb_sp1024 reg=records`;
+    `pgolf train --resume runs/latest train.iterations=600`.
     """
-    from pgolf.experiment import run_train
+    from pgolf.experiment import resume_config, run_train
 
-    cfg = compose(overrides)
+    cfg = resume_config(resume, overrides or []) if resume is not None else compose(overrides)
     with RichProgress() as progress:
-        summary = run_train(cfg, progress=progress, echo=echo)
+        summary = run_train(cfg, progress=progress, echo=echo, run_dir=resume, resume=resume is not None)
     if not summary:
         return
     if as_json:

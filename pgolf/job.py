@@ -20,7 +20,7 @@ import torch
 
 from pgolf.data.loader import TokenStream, TrainBatches, load_val_tokens
 from pgolf.data.shards import find_shards
-from pgolf.data.tokenizer import ByteLUTs, build_byte_luts, load_tokenizer
+from pgolf.data.tokenizer import ByteLUTs, build_byte_luts, load_scoring_tokenizer, tokenizer_size
 from pgolf.errors import ArtifactError, DataError
 from pgolf.evaluate import EvalResult, evaluate_bpb
 from pgolf.export.artifact import ExportResult, export_state_dict, load_artifact, write_artifact
@@ -48,9 +48,9 @@ def seed_everything(seed: int) -> None:
 
 
 def load_val_data(cfg: Config, seq_len: int, max_tokens: int) -> ValData:
-    """Validation tokens and byte LUTs, checked against the model's vocabulary."""
-    sp = load_tokenizer(Path(cfg.data.tokenizer))
-    vocab = sp.get_piece_size()
+    """Validation tokens and byte LUTs (SentencePiece or the pure-byte JSON), checked against the model's vocabulary."""
+    tokenizer = load_scoring_tokenizer(Path(cfg.data.tokenizer))
+    vocab = tokenizer_size(tokenizer)
     if vocab != cfg.model.vocab_size:
         raise DataError(f"tokenizer {cfg.data.tokenizer} has {vocab} pieces but model.vocab_size is "
                         f"{cfg.model.vocab_size}")
@@ -60,7 +60,7 @@ def load_val_data(cfg: Config, seq_len: int, max_tokens: int) -> ValData:
     if top >= vocab:
         raise DataError(f"validation shards in {cfg.data.dir} hold token id {top}, beyond tokenizer "
                         f"{cfg.data.tokenizer} ({vocab} pieces)")
-    return ValData(tokens=tokens, luts=build_byte_luts(sp, cfg.model.vocab_size), vocab_size=vocab)
+    return ValData(tokens=tokens, luts=build_byte_luts(tokenizer, cfg.model.vocab_size), vocab_size=vocab)
 
 
 @dataclass

@@ -1,13 +1,18 @@
-"""Run directories, atomic writes, metrics logs and summaries.
+"""Run directories, atomic writes, metrics logs, run states and summaries.
 
 Every file is written through `atomic_write_*` (temp file in the same folder,
 fsync, rename) so an interrupted run never leaves a half-written file.
+A run directory's `state.json` says where the run is: running, completed,
+interrupted (Ctrl-C or SIGTERM; resumable when it has a checkpoint) or failed.
+A run killed outright (SIGKILL, power loss) still says running: its `pid` and
+`host` tell whether that is still true.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -90,6 +95,38 @@ class NullMetrics:
 
     def close(self) -> None:
         pass
+
+
+RUN_STATES = ("running", "completed", "interrupted", "failed")
+
+
+def write_run_state(run_dir: Path, state: str, **fields: Any) -> None:
+    """`run_dir/state.json`: the state, when it was written, and by which process (plus `fields`)."""
+    atomic_write_json(Path(run_dir) / "state.json", {
+        "state": state, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), "pid": os.getpid(),
+        "host": socket.gethostname(), **fields})
+
+
+def read_run_state(run_dir: Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / "state.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def keep_metrics_through(path: Path, step: int) -> None:
+    """Drop the metrics lines written after `step` (a resumed run writes them again), atomically."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                kept.append(line)
+        except ValueError:
+            continue  # a line cut short by a kill
+    atomic_write_text(path, "".join(f"{line}\n" for line in kept))
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:

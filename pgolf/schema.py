@@ -113,7 +113,9 @@ class TrainConfig:
     adam_eps: float = 1e-8
     """Adam epsilon."""
     compile: bool = False
-    """torch.compile the model (CUDA only)."""
+    """torch.compile the model (on by default on CUDA presets; on CPU only when asked)."""
+    checkpoint_every: int = 0
+    """Write a resumable training checkpoint every this many steps (0 = only when a signal stops the run)."""
 
 
 @dataclass

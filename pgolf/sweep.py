@@ -12,14 +12,19 @@ What is non-standard here:
   rewritten from all finished cells after each one, in grid order, so a resumed
   sweep ends with the same table as an uninterrupted one. A cell killed after its
   training finished (complete `summary.json`) keeps the training and redoes only
-  its exports; an unfinished training is started over.
+  its exports; an unfinished training resumes from its checkpoint when it has one
+  (a signal writes one, and `train.checkpoint_every`), else it is started over.
 - A failed cell (NaN, an error) is a finished cell with `status=failed` and its
   one-line error; `retry_failed` runs those again.
 - Re-running a sweep folder with a grid that only adds values (or seeds) extends it;
   any other difference is refused, so one folder never mixes two experiments.
 - Launchers: cells run here one after another, in `jobs` spawned worker processes
   (torch threads = cores / jobs), or as submitit jobs (local subprocesses or
-  Slurm) whose results are read back from the cells' folders.
+  Slurm) whose results are read back from the cells' folders. A submitit cell
+  with several processes (`launcher.nodes` x `launcher.gpus_per_node`) starts its
+  training through torchrun on each node (`python -m pgolf.sweep CELL_SPEC`); a
+  preempted or timed-out job is requeued and resumes from the cell's newest
+  checkpoint.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -46,7 +53,9 @@ from pgolf.fit import budget_label, fit_budget
 from pgolf.progress import ProgressFn, no_progress
 from pgolf.report import scored_columns
 from pgolf.runs import atomic_write_json, atomic_write_text
+from pgolf.signals import StopSignals
 from pgolf.tables import write_csv, write_parquet
+from pgolf.train.checkpoints import latest_checkpoint
 
 TRAINING_ROOTS = ("model", "train", "reg", "data")
 """Config roots whose values change the trained weights (plus `seed`)."""
@@ -425,6 +434,13 @@ def _finished_training(run_dir: Path) -> dict[str, Any] | None:
     return summary if "error" not in summary and "val_bpb_roundtrip" in summary else None
 
 
+def _resumable(run_dir: Path, cfg: C.Config) -> bool:
+    """Whether `run_dir` holds an unfinished training of exactly `cfg` with a checkpoint to go on from."""
+    if not (run_dir / "config.yaml").is_file() or latest_checkpoint(run_dir) is None:
+        return False
+    return C.to_dict(C.load_yaml(run_dir / "config.yaml")) == C.to_dict(cfg)
+
+
 def run_cell(spec: CellSpec, progress: ProgressFn = no_progress) -> list[dict[str, Any]]:
     """Train (or reuse a finished training), export every point, fit the budget; write cell.json last.
 
@@ -436,11 +452,12 @@ def run_cell(spec: CellSpec, progress: ProgressFn = no_progress) -> list[dict[st
     summary = _finished_training(run_dir)
     train_s = 0.0
     if summary is None:
-        if run_dir.exists():
-            shutil.rmtree(run_dir)  # an unfinished training: nothing in it is a result
+        cfg = C.compose(spec.overrides, allow_sweep=True)
+        resume = _resumable(run_dir, cfg)
+        if run_dir.exists() and not resume:
+            shutil.rmtree(run_dir)  # an unfinished training without a checkpoint: nothing in it is a result
         try:
-            summary = run_train(C.compose(spec.overrides, allow_sweep=True), progress=progress,
-                                echo=lambda _line: None, run_dir=run_dir)
+            summary = run_train(cfg, progress=progress, echo=lambda _line: None, run_dir=run_dir, resume=resume)
         except (KeyboardInterrupt, Interrupted):
             raise
         except Exception as exc:
@@ -448,6 +465,8 @@ def run_cell(spec: CellSpec, progress: ProgressFn = no_progress) -> list[dict[st
             rows = _failed_rows(spec, _one_line(exc))
             _write_cell(run_dir, spec, rows, time.perf_counter() - started)
             return rows
+        if not summary:  # a torchrun rank other than 0: rank 0 exports and writes the cell
+            return []
         train_s = time.perf_counter() - started
     common = {"steps": summary["steps"], "train_time_s": summary["train_time_s"],
               "tokens_per_s": summary["tokens_per_s"], "wall_time_s": train_s}
@@ -516,39 +535,47 @@ def _worker_run(spec_json: str) -> list[dict[str, Any]]:
     return run_cell(CellSpec(**json.loads(spec_json)))
 
 
-def _submitit_run(spec_json: str, threads: int, distributed: bool) -> str:
-    """The function a submitit job runs: one training cell; its rows are read back from the cell folder."""
-    if distributed:
+class CellJob:
+    """What a submitit job runs: one training cell, its rows read back from the cell folder afterwards.
+
+    With several processes (nodes x processes per node) each node starts the training through torchrun. When
+    the job is preempted or times out, submitit calls `checkpoint`: the job is requeued with the same arguments
+    and `run_cell` resumes the training from the cell's newest checkpoint (`train.checkpoint_every`).
+    """
+
+    def __call__(self, spec_json: str, threads: int, nodes: int, procs_per_node: int) -> str:
+        _set_threads(threads)
+        spec = CellSpec(**json.loads(spec_json))
+        if nodes * procs_per_node > 1:
+            _torchrun_cell(spec, nodes, procs_per_node)
+        else:
+            run_cell(spec)
+        return spec.run_dir
+
+    def checkpoint(self, *args: Any) -> Any:
         import submitit
 
-        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-    _set_threads(threads)
-    spec = CellSpec(**json.loads(spec_json))
-    run_cell(spec)
-    return spec.run_dir
+        return submitit.helpers.DelayedSubmission(self, *args)
+
+
+def _torchrun_cell(spec: CellSpec, nodes: int, procs_per_node: int) -> None:
+    """This node's part of a multi-process cell: torchrun starts `procs_per_node` ranks of `python -m pgolf.sweep`."""
+    import submitit
+
+    env = submitit.JobEnvironment()
+    spec_path = Path(spec.run_dir).with_name(f".{Path(spec.run_dir).name}.spec.json")
+    atomic_write_json(spec_path, dataclasses.asdict(spec))
+    port = 20000 + int(hashlib.sha256(spec.cell_id.encode()).hexdigest(), 16) % 20000
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes}", f"--nproc_per_node={procs_per_node}",
+           f"--node_rank={env.node}", f"--master_addr={env.hostnames[0]}", f"--master_port={port}",
+           "-m", "pgolf.sweep", str(spec_path)]
+    proc = subprocess.run(cmd)
+    if proc.returncode:
+        raise PgolfError(f"torchrun of cell {spec.cell_id} exited with {proc.returncode} (see its job log)")
 
 
 def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-class _SigtermAsInterrupt:
-    """Within the block, SIGTERM raises KeyboardInterrupt (so the same path writes what finished); `fired` says
-    whether it was SIGTERM (exit 143) rather than Ctrl-C (130)."""
-
-    def __init__(self) -> None:
-        self.fired = False
-
-    def _handle(self, signum, frame) -> None:
-        self.fired = True
-        raise KeyboardInterrupt
-
-    def __enter__(self) -> _SigtermAsInterrupt:
-        self.previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        signal.signal(signal.SIGTERM, self.previous)
 
 
 def run_sweep(plan: Plan, jobs: int = 1, launcher: str = "local", retry_failed: bool = False,
@@ -587,7 +614,7 @@ def run_sweep(plan: Plan, jobs: int = 1, launcher: str = "local", retry_failed: 
         progress("sweep", len(done), len(specs))
 
     progress("sweep", len(done), len(specs))
-    with _SigtermAsInterrupt() as sigterm:
+    with StopSignals() as signals:
         try:
             if todo and launcher == "submitit":
                 _run_submitit(plan, todo, jobs, finished)
@@ -599,7 +626,7 @@ def run_sweep(plan: Plan, jobs: int = 1, launcher: str = "local", retry_failed: 
         except (KeyboardInterrupt, Interrupted) as exc:
             write_results(plan, _ordered(specs, done))
             what = f"{len(done)} of {len(specs)} cells finished and written to {plan.folder / 'results.csv'}"
-            if sigterm.fired:
+            if signals.reason == "terminated" or isinstance(exc, Terminated):
                 raise Terminated(f"terminated; {what}") from exc
             raise Interrupted(f"interrupted; {what}") from exc
     write_results(plan, _ordered(specs, done))
@@ -646,23 +673,22 @@ def _run_submitit(plan: Plan, todo: list[CellSpec], jobs: int, finished: Callabl
 
     lc = plan.base_config.launcher
     executor = submitit.AutoExecutor(folder=plan.folder / "submitit", cluster=lc.cluster)
-    tasks = max(1, lc.gpus_per_node)
-    params: dict[str, Any] = {"timeout_min": lc.timeout_min, "nodes": lc.nodes, "tasks_per_node": tasks,
-                              "cpus_per_task": lc.cpus_per_task, "name": f"pgolf-{plan.name}"}
+    procs = max(1, lc.gpus_per_node)  # training processes per node, started by torchrun (one task per node)
+    params: dict[str, Any] = {"timeout_min": lc.timeout_min, "nodes": lc.nodes, "tasks_per_node": 1,
+                              "cpus_per_task": lc.cpus_per_task * procs, "name": f"pgolf-{plan.name}"}
     if lc.gpus_per_node:
         params["gpus_per_node"] = lc.gpus_per_node
     if lc.cluster == "slurm" and lc.partition:
         params["slurm_partition"] = lc.partition
     executor.update_parameters(**params)
     threads = max(1, _cores() // jobs) if lc.cluster == "local" else lc.cpus_per_task
-    distributed = tasks * lc.nodes > 1
     queue, running = list(todo), {}
     try:
         while queue or running:
             while queue and len(running) < jobs:
                 spec = queue.pop(0)
-                running[executor.submit(_submitit_run, json.dumps(dataclasses.asdict(spec)), threads,
-                                        distributed)] = spec
+                running[executor.submit(CellJob(), json.dumps(dataclasses.asdict(spec)), threads, lc.nodes,
+                                        procs)] = spec
             ended = [job for job in running if job.done()]
             for job in ended:
                 spec = running.pop(job)
@@ -687,3 +713,7 @@ def _submitit_rows(job: Any, spec: CellSpec) -> list[dict[str, Any]]:
     rows = _failed_rows(spec, error)
     atomic_write_json(path, {"cell": spec.cell_id, "overrides": spec.overrides, "seconds": 0.0, "rows": rows})
     return rows
+
+
+if __name__ == "__main__":  # one rank of a multi-process cell, started by torchrun (CellJob)
+    run_cell(CellSpec(**json.loads(Path(sys.argv[1]).read_text())))

@@ -9,7 +9,7 @@ PACKAGE = Path(pgolf.__file__).parent
 
 # Lower layers never import higher ones (docs/DESIGN.md, "Imports flow one way").
 LAYERS = {
-    "errors": 0, "progress": 0,
+    "errors": 0, "progress": 0, "signals": 0,
     "schema": 1, "runs": 1,
     "config": 2, "model": 2, "data": 2, "tables": 2, "bundle": 2,
     "evaluate": 3, "export": 3, "checkpoint": 3,
@@ -76,4 +76,24 @@ def test_only_cli_and_tables_touch_terminal_libs_and_only_config_touches_hydra()
             allowed = TERMINAL_LIBS.get(lib) or CONFIG_LIBS.get(lib)
             if allowed is not None and top not in allowed:
                 wrong.append(f"{path.relative_to(PACKAGE)} imports {lib}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_huggingface_hub_is_imported_only_inside_data_fetch_functions():
+    """`pgolf data fetch` is the one user of the Hub: no other command pays for (or depends on) importing it."""
+    wrong = []
+    for path, _ in _modules():
+        tree = ast.parse(path.read_text())
+        top_level = {id(node) for node in tree.body}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            if any(name.split(".")[0] == "huggingface_hub" for name in names):
+                where = path.relative_to(PACKAGE).as_posix()
+                if where != "data/fetch.py" or id(node) in top_level:
+                    wrong.append(f"{where}:{node.lineno} imports huggingface_hub")
     assert not wrong, "\n".join(wrong)

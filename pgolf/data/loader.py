@@ -46,24 +46,28 @@ class TokenStream:
         if not files:
             raise DataError("no shards to read")
         self.files = [Path(f) for f in files]
-        self._file_index = 0
-        self._tokens = read_shard(self.files[0])
-        self._pos = 0
+        self.seek(0, 0)
         if not self._tokens.size and not any(read_shard(f).size for f in self.files[1:]):
             raise DataError(f"shards {self.files[0]} ... hold no tokens")
+
+    def seek(self, file_index: int, pos: int) -> None:
+        """Continue from token `pos` of shard `file_index`."""
+        if not 0 <= file_index < len(self.files):
+            raise DataError(f"stream position names shard {file_index} of {len(self.files)}")
+        self.file_index, self.pos = file_index, pos
+        self._tokens = read_shard(self.files[file_index])
 
     def take(self, n: int) -> np.ndarray:
         """The next `n` tokens (a new uint16 array), continuing into the next shard and wrapping after the last."""
         chunks, remaining = [], n
         while remaining > 0:
-            available = self._tokens.size - self._pos
+            available = self._tokens.size - self.pos
             if available <= 0:
-                self._file_index = (self._file_index + 1) % len(self.files)
-                self._tokens, self._pos = read_shard(self.files[self._file_index]), 0
+                self.seek((self.file_index + 1) % len(self.files), 0)
                 continue
             count = min(remaining, available)
-            chunks.append(self._tokens[self._pos:self._pos + count])
-            self._pos += count
+            chunks.append(self._tokens[self.pos:self.pos + count])
+            self.pos += count
             remaining -= count
         return np.concatenate(chunks) if chunks else np.zeros(0, np.uint16)
 
@@ -122,18 +126,33 @@ class TrainBatches:
             self.windows = RandomWindows(files, seq_len + 1, seed, rank)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs and targets, int64 of shape (local_tokens // seq_len, seq_len), targets shifted by one."""
+        """Inputs and targets, int64 of shape (local_tokens // seq_len, seq_len), targets shifted by one.
+
+        On CUDA the tokens travel once, from pinned memory without blocking the host; x and y are views of them.
+        """
         if self.sampling == "random":
-            windows = torch.from_numpy(self.windows.take(self.local_tokens // self.seq_len).astype(np.int64))
-            x, y = windows[:, :-1], windows[:, 1:]  # (B, T) each
+            rows = torch.from_numpy(self.windows.take(self.local_tokens // self.seq_len).astype(np.int64))  # (B, T+1)
         else:
             span = self.local_tokens + 1
             chunk = self.stream.take(span * self.world_size)
-            local = torch.from_numpy(chunk[self.rank * span:(self.rank + 1) * span].astype(np.int64))  # (span,)
-            x = local[:-1].reshape(-1, self.seq_len)  # (B, T)
-            y = local[1:].reshape(-1, self.seq_len)  # (B, T)
-        non_blocking = self.device.type == "cuda"
-        return x.to(self.device, non_blocking=non_blocking), y.to(self.device, non_blocking=non_blocking)
+            rows = torch.from_numpy(chunk[self.rank * span:(self.rank + 1) * span].astype(np.int64))  # (span,)
+        if self.device.type == "cuda":
+            rows = rows.pin_memory().to(self.device, non_blocking=True)
+        if self.sampling == "random":
+            return rows[:, :-1], rows[:, 1:]
+        return rows[:-1].view(-1, self.seq_len), rows[1:].view(-1, self.seq_len)  # (B, T) each
+
+    def state_dict(self) -> dict:
+        """Where the next batch starts (JSON-able): the stream's shard and offset, or the window generator's state."""
+        if self.sampling == "random":
+            return {"rng": self.windows.rng.bit_generator.state}
+        return {"file": self.stream.file_index, "pos": self.stream.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.sampling == "random":
+            self.windows.rng.bit_generator.state = state["rng"]
+        else:
+            self.stream.seek(state["file"], state["pos"])
 
 
 def load_val_tokens(files: Sequence[Path | str], seq_len: int, max_tokens: int = 0) -> torch.Tensor:

@@ -5,10 +5,16 @@ version 1, `[2]` token count, the rest zero) followed by the tokens as
 little-endian uint16. The file size must be exactly 1024 + 2 * count; a shard
 of any other size is corrupt, and reading one is a DataError naming the file
 and the problem, never a silently short or padded token array.
+
+A missing data folder or tokenizer names the command that makes it: `pgolf data
+fetch <variant>` for the challenge's FineWeb layout (`<root>/datasets/
+fineweb10B_<variant>/`, `<root>/tokenizers/fineweb_*`), `pgolf data prepare`
+for anything else.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +28,9 @@ SHARD_VERSION = 1
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
 TOKEN_DTYPE = np.dtype("<u2")
+FINEWEB_VARIANTS = ("sp1024", "sp4096", "sp8192", "byte260")
+"""The challenge's published FineWeb exports; each lives in `<root>/datasets/fineweb10B_<variant>/`."""
+_FINEWEB_TOKENIZER = re.compile(r"fineweb_(?:(\d+)_bpe\.(?:model|vocab)|pure_byte_(\d+)\.json)")
 
 
 def write_shard(path: Path | str, tokens: np.ndarray | Sequence[int]) -> None:
@@ -69,8 +78,22 @@ def find_shards(directory: Path | str, pattern: str) -> list[Path]:
     """Shards in `directory` matching the glob `pattern`, sorted by name."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise DataError(f"data folder {directory} not found (run `pgolf data prepare`)")
+        raise DataError(f"data folder {directory} not found (run `{command_that_makes(directory)}`)")
     files = sorted(p for p in directory.glob(pattern) if p.is_file())
     if not files:
-        raise DataError(f"no shards matching {pattern!r} in {directory} (run `pgolf data prepare`)")
+        raise DataError(f"no shards matching {pattern!r} in {directory} (run `{command_that_makes(directory)}`)")
     return files
+
+
+def command_that_makes(path: Path | str) -> str:
+    """The command that writes `path`, a data folder or a tokenizer (see the module docstring)."""
+    path = Path(path)
+    variant = None
+    if path.parent.name == "datasets" and path.name.startswith("fineweb10B_"):
+        variant = path.name.removeprefix("fineweb10B_")
+    elif path.parent.name == "tokenizers" and (match := _FINEWEB_TOKENIZER.fullmatch(path.name)):
+        variant = f"sp{match.group(1)}" if match.group(1) else f"byte{match.group(2)}"
+    if variant not in FINEWEB_VARIANTS:
+        return "pgolf data prepare"
+    root = path.parent.parent
+    return f"pgolf data fetch {variant}" + ("" if root == Path("data") else f" --out {root}")

@@ -1,4 +1,4 @@
-"""SentencePiece tokenizers and the canonical val_bpb byte tables.
+"""SentencePiece tokenizers, the challenge's pure-byte tokenizer, and the canonical val_bpb byte tables.
 
 Tokenizers are trained like the challenge's sp1024: BPE with ids pad=0, bos=1,
 eos=2, unk=3, then the 256 byte-fallback pieces `<0x00>`..`<0xFF>` (ids 4..259),
@@ -16,11 +16,19 @@ Byte tables (REFERENCE.md): control, unknown and unused pieces count 0 bytes and
 are boundaries; byte pieces count 1; any other piece counts the UTF-8 length of
 its text without the leading "▁", plus 1 for that "▁" when the previous token is
 not a boundary. `byte_luts` gives the same tables for a byte-level tokenizer.
+
+The challenge's byte260 export ships its tokenizer as a JSON file
+(`fineweb_pure_byte_260.json`: `tokenizer_type: pure_byte`, a `config` with the
+four special ids, `byte_offset` 4 and `byte_count` 256, and `vocab_size` 260).
+`load_scoring_tokenizer` reads a `.json` path as that file and anything else as
+a SentencePiece model; a JSON of any other type or layout is a DataError, since
+its byte tables would be wrong.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -32,12 +40,16 @@ import sentencepiece as spm
 import torch
 
 from pgolf.data.loader import check_vocab
+from pgolf.data.shards import command_that_makes
 from pgolf.errors import DataError
 from pgolf.runs import atomic_write_bytes
 
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 BYTE_OFFSET = 4
 """Byte-level tokenizer layout: ids 0..3 are pad, bos, eos, unk; byte b is id b + 4 (so 260 ids in all)."""
+PURE_BYTE_CONFIG = {"pad_id": PAD_ID, "bos_id": BOS_ID, "eos_id": EOS_ID, "unk_id": UNK_ID,
+                    "byte_offset": BYTE_OFFSET, "byte_count": 256}
+"""The `config` of the challenge's pure-byte tokenizer JSON, the one byte layout `byte_luts` counts."""
 _SENTENCE_CHARS = 16384
 _SENTENCE_SAMPLE = 1_000_000
 """Training sees at most this many sentences (documents or 16k-character slices), sampled with a fixed seed."""
@@ -87,13 +99,66 @@ def load_tokenizer(path: Path | str) -> spm.SentencePieceProcessor:
     """Load a SentencePiece model, with a DataError for a missing or corrupt file."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"tokenizer {path} not found (run `pgolf data prepare`)")
+        raise DataError(f"tokenizer {path} not found (run `{command_that_makes(path)}`)")
     sp = spm.SentencePieceProcessor()
     try:
         sp.load_from_serialized_proto(path.read_bytes())
     except (RuntimeError, OSError) as exc:
         raise DataError(f"tokenizer {path} is not a SentencePiece model ({str(exc).splitlines()[0]})") from exc
     return sp
+
+
+class PureByteTokenizer:
+    """The challenge's byte260 tokenizer: ids 0..3 are pad, bos, eos, unk; byte b is id b + BYTE_OFFSET."""
+
+    vocab_size = 256 + BYTE_OFFSET
+
+    def encode(self, text: str) -> list[int]:
+        return [byte + BYTE_OFFSET for byte in text.encode("utf-8")]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """The text of the byte ids; special ids are skipped."""
+        data = bytes(i - BYTE_OFFSET for i in map(int, ids) if BYTE_OFFSET <= i < self.vocab_size)
+        return data.decode("utf-8", errors="replace")
+
+
+def load_pure_byte_tokenizer(path: Path | str) -> PureByteTokenizer:
+    """Read the challenge's pure-byte tokenizer JSON, with a DataError for a missing, malformed or other one."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"tokenizer {path} not found (run `{command_that_makes(path)}`)")
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"tokenizer {path} is not a JSON file ({exc})") from exc
+    kind = payload.get("tokenizer_type") if isinstance(payload, dict) else None
+    if kind != "pure_byte":
+        raise DataError(f"tokenizer {path} has tokenizer_type {kind!r}; a .json tokenizer must be the challenge's "
+                        f"pure_byte one (other tokenizers: a SentencePiece .model)")
+    config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
+    wrong = [f"config.{key} is {config.get(key)!r}, expected {value}"
+             for key, value in PURE_BYTE_CONFIG.items() if config.get(key) != value]
+    if payload.get("vocab_size") != 256 + BYTE_OFFSET:
+        wrong.append(f"vocab_size is {payload.get('vocab_size')!r}, expected {256 + BYTE_OFFSET}")
+    if wrong:
+        raise DataError(f"tokenizer {path} is not the byte260 layout pgolf counts bytes for: {'; '.join(wrong)}")
+    return PureByteTokenizer()
+
+
+Tokenizer = spm.SentencePieceProcessor | PureByteTokenizer
+
+
+def load_scoring_tokenizer(path: Path | str) -> Tokenizer:
+    """The tokenizer val_bpb counts bytes with: the pure-byte JSON for a `.json` path, else a SentencePiece model."""
+    path = Path(path)
+    return load_pure_byte_tokenizer(path) if path.suffix == ".json" else load_tokenizer(path)
+
+
+def tokenizer_size(tokenizer: Tokenizer) -> int:
+    """Number of token ids the tokenizer can produce."""
+    if isinstance(tokenizer, PureByteTokenizer):
+        return tokenizer.vocab_size
+    return tokenizer.get_piece_size()
 
 
 @dataclass(frozen=True)
@@ -120,8 +185,11 @@ def _as_luts(base: np.ndarray, lead: np.ndarray, boundary: np.ndarray) -> ByteLU
     return ByteLUTs(torch.from_numpy(base), torch.from_numpy(lead), torch.from_numpy(boundary))
 
 
-def build_byte_luts(sp: spm.SentencePieceProcessor, vocab_size: int | None = None) -> ByteLUTs:
-    """Byte tables of a SentencePiece model, padded to `vocab_size` ids (extra ids: 0 bytes, boundary)."""
+def build_byte_luts(sp: Tokenizer, vocab_size: int | None = None) -> ByteLUTs:
+    """Byte tables of a SentencePiece model (or the pure-byte tokenizer), padded to `vocab_size` ids (extra ids:
+    0 bytes, boundary)."""
+    if isinstance(sp, PureByteTokenizer):
+        return byte_luts(sp.vocab_size if vocab_size is None else vocab_size)
     num_pieces = sp.get_piece_size()
     if vocab_size is None:
         vocab_size = num_pieces

@@ -1,13 +1,17 @@
 """The one device switch: which device, which autocast dtype, whether to compile.
 
 Everything GPU-specific lives here so the rest of the loop is device-agnostic:
-CUDA runs bf16 autocast and may torch.compile; CPU runs float32 and never
-compiles. Asking for CUDA where there is none is an error, never a silent
-fallback to CPU; `auto` picks CUDA when present and says which it chose.
+CUDA runs bf16 autocast with the flash-attention SDPA kernel only (a shape it
+cannot run is an error, not a slower kernel) and torch.compile when
+`train.compile` asks; CPU runs float32, uncompiled unless `train.compile=true`
+asks (so the compiled path is tested without a GPU). Asking for CUDA where
+there is none is an error, never a silent fallback to CPU; `auto` picks CUDA
+when present and says which it chose.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -40,17 +44,24 @@ def resolve_device(requested: str, compile_model: bool = False) -> DeviceSetup:
         return DeviceSetup(device, torch.bfloat16, compile_model, f"cuda:{local_rank} ({name}), bf16 autocast"
                            + (", torch.compile" if compile_model else ""))
     reason = "" if requested == "cpu" else " (no CUDA device found)"
-    note = "; train.compile ignored on CPU" if compile_model else ""
-    return DeviceSetup(torch.device("cpu"), None, False, f"cpu{reason}, float32{note}")
+    return DeviceSetup(torch.device("cpu"), None, compile_model,
+                       f"cpu{reason}, float32" + (", torch.compile" if compile_model else ""))
 
 
+@contextlib.contextmanager
 def autocast(setup: DeviceSetup):
-    """Context manager for forward passes on this setup."""
-    return torch.autocast(setup.device.type, dtype=setup.autocast_dtype, enabled=setup.autocast_dtype is not None)
+    """Context for forward passes on this setup: bf16 autocast and flash attention on CUDA, nothing on CPU."""
+    if setup.autocast_dtype is None:
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with torch.autocast(setup.device.type, dtype=setup.autocast_dtype), sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        yield
 
 
 def maybe_compile(model: torch.nn.Module, setup: DeviceSetup) -> torch.nn.Module:
-    """torch.compile on CUDA when asked; the original module keeps the parameters."""
+    """torch.compile when asked; the original module keeps the parameters."""
     if not setup.compile:
         return model
     return torch.compile(model, dynamic=False)

@@ -61,8 +61,8 @@ class OptimizerSet:
 
 
 def build_optimizers(groups: dict[str, list[tuple[str, torch.nn.Parameter]]], cfg: TrainConfig,
-                     tied: bool) -> OptimizerSet:
-    """Muon for `matrix`, Adam for `embed` and `scalar` (each with its own base LR)."""
+                     tied: bool, fused: bool = False) -> OptimizerSet:
+    """Muon for `matrix`, Adam for `embed` and `scalar` (each with its own base LR); `fused` Adam on CUDA."""
     matrices = [p for _, p in groups.get("matrix", [])]
     muon = None
     if matrices:
@@ -76,7 +76,7 @@ def build_optimizers(groups: dict[str, list[tuple[str, torch.nn.Parameter]]], cf
     scalars = [p for _, p in groups.get("scalar", [])]
     if scalars:
         adam_groups.append({"params": scalars, "lr": cfg.scalar_lr})
-    adam = torch.optim.Adam(adam_groups, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
+    adam = torch.optim.Adam(adam_groups, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, fused=fused)
     for opt in (muon, adam):
         if opt is not None:
             for group in opt.param_groups:

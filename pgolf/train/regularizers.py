@@ -126,8 +126,7 @@ def apply_decoupled_decay(params: Iterable[Tensor], lr: float, wd: float) -> Non
     """p <- p * (1 - lr * wd), in place, after the optimizer step (lr = the scheduled LR)."""
     if wd == 0 or lr == 0:
         return
-    for p in params:
-        p.mul_(1.0 - lr * wd)
+    torch._foreach_mul_(list(params), 1.0 - lr * wd)  # one kernel launch for the group
 
 
 @torch.no_grad()

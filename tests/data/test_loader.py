@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -117,3 +119,37 @@ def test_random_sampling_rejects_bad_mode_and_short_shards(shards):
         TrainBatches(shards, batch_tokens=16, seq_len=4, grad_accum=1, sampling="shuffle")
     with pytest.raises(DataError, match="no shard with a whole window of 101 tokens"):
         TrainBatches(shards, batch_tokens=100, seq_len=100, grad_accum=1, sampling="random")
+
+
+def test_per_rank_split_is_the_reference_loaders(shards):
+    """The reference's DistributedTokenLoader: each micro-batch takes world * (local + 1) tokens of the stream and
+    rank r keeps tokens [r * (local + 1), (r + 1) * (local + 1)) of them; written out here on the raw stream."""
+    world, accum, seq_len, batch_tokens = 2, 2, 4, 32
+    local = batch_tokens // (world * accum)
+    stream = np.tile(np.arange(100), 10)
+    loaders = [TrainBatches(shards, batch_tokens, seq_len, accum, rank=r, world_size=world) for r in range(world)]
+    offset = 0
+    for _ in range(5 * accum):  # micro-batches, past the wrap-around
+        chunk = stream[offset:offset + world * (local + 1)]
+        offset += world * (local + 1)
+        for rank, loader in enumerate(loaders):
+            mine = chunk[rank * (local + 1):(rank + 1) * (local + 1)]
+            x, y = loader.next_batch()
+            assert x.flatten().tolist() == mine[:-1].tolist() and y.flatten().tolist() == mine[1:].tolist()
+
+
+@pytest.mark.parametrize("sampling", ["stream", "random"])
+def test_a_restored_position_replays_the_same_batches(shards, sampling):
+    batches = TrainBatches(shards, batch_tokens=16, seq_len=4, grad_accum=1, sampling=sampling, seed=3)
+    for _ in range(7):  # into the second shard
+        batches.next_batch()
+    state = batches.state_dict()
+    ahead = [batches.next_batch()[0] for _ in range(4)]
+    fresh = TrainBatches(shards, batch_tokens=16, seq_len=4, grad_accum=1, sampling=sampling, seed=3)
+    fresh.load_state_dict(json.loads(json.dumps(state)))  # as a checkpoint stores it
+    assert all(torch.equal(a, fresh.next_batch()[0]) for a in ahead)
+
+
+def test_a_stream_position_outside_the_shards_is_a_data_error(shards):
+    with pytest.raises(DataError, match="names shard 5 of 3"):
+        TokenStream(shards).seek(5, 0)

@@ -152,6 +152,64 @@ def test_ctrl_c_saves_what_was_trained_and_exits_130(tmp_path, data_overrides):
     assert (run_dir / "model.safetensors").is_file()
 
 
+def _wait_for_steps(tmp_path, proc, steps: int):
+    """The run directory once its metrics log holds `steps` lines (the training is under way)."""
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        found = list((tmp_path / "runs").glob("*/*/metrics.jsonl")) if (tmp_path / "runs").exists() else []
+        if found and len(found[0].read_text().splitlines()) >= steps:
+            return found[0].parent
+        time.sleep(0.2)
+    raise AssertionError(f"training never logged {steps} steps: {proc.communicate()[1][-2000:]}")
+
+
+def test_sigterm_saves_a_checkpoint_exits_143_and_the_run_resumes_to_the_end(tmp_path, data_overrides):
+    iters = 30
+    args = [*data_overrides, f"train.iterations={iters}", "train.log_every=1", "train.val_every=0",
+            "data.val_tokens=16384"]
+    proc = subprocess.Popen([sys.executable, "-m", "pgolf", "train", *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    run_dir = _wait_for_steps(tmp_path, proc, 2)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    message = one_line_error(subprocess.CompletedProcess([], 143, "", stderr))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    stopped = summary["steps"]
+    assert summary["stop_reason"] == "terminated" and 0 < stopped < iters
+    assert f"terminated after {stopped} steps" in message
+    assert f"pgolf train --resume {run_dir.relative_to(tmp_path)}`" in message
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["state"] == "interrupted" and state["checkpoint_step"] == stopped
+    assert (run_dir / "model.safetensors").is_file() and (tmp_path / "runs" / "latest").resolve() == run_dir
+
+    # Bad resumes: one line, exit 1, and the run is left as it was.
+    state_before = (run_dir / "state.json").read_text()
+    for extra, fragment in ([["model.num_layers=3"], "only train.iterations and train.wallclock_s may be raised"],
+                            [["train.iterations=5"], "may raise train.iterations, not lower it"]):
+        bad = run_pgolf("train", "--resume", run_dir, *extra, cwd=tmp_path)
+        assert bad.returncode == 1 and fragment in one_line_error(bad)
+    bad = run_pgolf("train", "--resume", tmp_path, cwd=tmp_path)
+    assert bad.returncode == 1 and "not a pgolf run directory" in one_line_error(bad)
+    assert (run_dir / "state.json").read_text() == state_before
+    train_state = next((run_dir / "checkpoints").glob("step-*/train_state.pt"))
+    whole = train_state.read_bytes()
+    train_state.write_bytes(whole[: len(whole) // 3])
+    bad = run_pgolf("train", "--resume", run_dir, cwd=tmp_path)
+    assert bad.returncode == 1 and "checkpoint is truncated or corrupt" in one_line_error(bad)
+    train_state.write_bytes(whole)
+
+    done = run_pgolf("train", "--resume", run_dir, "--json", cwd=tmp_path, check_code=0)
+    summary = json.loads(done.stdout)
+    assert summary["steps"] == iters and summary["stop_reason"] == "completed" and summary["run_dir"] == str(run_dir)
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, iters + 1))  # each step logged once: the resumed run redid none, skipped none
+    assert f"resumed at step {stopped}" in (run_dir / "train.log").read_text()
+    assert json.loads((run_dir / "state.json").read_text())["state"] == "completed"
+    again = run_pgolf("train", "--resume", run_dir, cwd=tmp_path)
+    assert again.returncode == 1 and "raise one of them to train on" in one_line_error(again)
+
+
 def test_prepared_shards_are_challenge_format(builtin_data):
     for shard in builtin_data.glob("*.bin"):
         tokens = read_shard(shard)

@@ -1,0 +1,162 @@
+"""Two gloo processes against one: the same training, agreed stops, identical replicas.
+
+Each case spawns ranks that call `train_model` directly (as `pgolf train` under torchrun does), with the
+stream sampling of the reference loader so that 2 ranks x 1 micro-batch read exactly the tokens of
+1 process x 2 micro-batches. Rank 0 writes the metrics; every rank writes its result for the parent to check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from pgolf.config import compose
+from pgolf.data.loader import TrainBatches
+from pgolf.runs import MetricsLog, NullMetrics
+from pgolf.train.device import resolve_device
+from pgolf.train.distributed import DistInfo
+from pgolf.train.loop import build_model, train_model
+
+from .conftest import VOCAB
+
+ITERS = 12
+BASE = ["model.num_layers=2", "model.model_dim=64", "model.num_heads=2", "model.num_kv_heads=1",
+        f"model.vocab_size={VOCAB}", "train.seq_len=64", "train.batch_tokens=2048", f"train.iterations={ITERS}",
+        "train.warmup_steps=0", "train.lr_warmup_steps=0", "train.warmdown_steps=4", "train.val_every=0",
+        "train.log_every=1", "train.sampling=stream", "reg=none", "device=cpu", "train.wallclock_s=0"]
+
+
+class _FastClock:
+    """A clock that runs `rate` times faster than perf_counter (a rank whose clock drifts)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate, self.start = rate, time.perf_counter()
+
+    def __call__(self) -> float:
+        return self.start + (time.perf_counter() - self.start) * self.rate
+
+
+class _SignalAt:
+    """A StopSignals stand-in on one rank: SIGTERM arrives at its `at`-th step."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.asked = at, 0
+
+    @property
+    def reason(self) -> str:
+        self.asked += 1
+        return "terminated" if self.asked >= self.at else ""
+
+    def deferred(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def _train(cfg, files, val_data, rank: int, world: int, out: Path, clock=time.perf_counter, signals=None) -> None:
+    torch.manual_seed(cfg.seed + rank)  # as start_training seeds; DDP then broadcasts rank 0's weights
+    model = build_model(cfg)
+    batches = TrainBatches(files, cfg.train.batch_tokens, cfg.train.seq_len, cfg.train.grad_accum, rank=rank,
+                           world_size=world, sampling="stream")
+    info = DistInfo(rank=rank, world_size=world)
+    metrics = MetricsLog(out / "metrics.jsonl") if rank == 0 else NullMetrics()
+    try:
+        result = train_model(cfg, model, batches, *val_data, resolve_device("cpu"), info, metrics, lambda _m: None,
+                             clock=clock, signals=signals)
+    finally:
+        metrics.close()
+    torch.save({"state": result.state_dict, "steps": result.steps, "stop_reason": result.stop_reason,
+                "checksum": result.checksum, "train_time_s": result.train_time_s}, out / f"rank{rank}.pt")
+
+
+def _rank_main(rank: int, world: int, init_file: str, overrides: list[str], files: list[str], val_data,
+               out: str, case: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        clock = _FastClock(1000.0) if case == "skew" and rank == 1 else time.perf_counter
+        signals = _SignalAt(4) if case == "signal" and rank == 1 else None
+        _train(compose(overrides), [Path(f) for f in files], val_data, rank, world, Path(out), clock, signals)
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawn(tmp_path: Path, overrides: list[str], files, val_data, case: str = "", world: int = 2,
+           timeout_s: float = 90) -> list[dict]:
+    """Run `world` ranks; fail (not hang) if they do not all finish within `timeout_s`."""
+    out = tmp_path / f"ranks-{case or 'plain'}"
+    out.mkdir()
+    ctx = mp.start_processes(_rank_main, args=(world, str(tmp_path / f"init-{case}"), overrides,
+                                               [str(f) for f in files], val_data, str(out), case),
+                             nprocs=world, join=False, start_method="spawn")
+    deadline = time.time() + timeout_s
+    while not ctx.join(timeout=1):
+        if time.time() > deadline:
+            for process in ctx.processes:
+                process.kill()
+            pytest.fail(f"ranks did not finish in {timeout_s} s (a rank left the others waiting in a collective)")
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) | {"dir": out} for r in range(world)]
+
+
+def _losses(folder: Path) -> list[float]:
+    return [json.loads(line)["train_loss"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_two_ranks_train_like_one_process_with_two_micro_batches(tmp_path, corpus, val_data):
+    ranks = _spawn(tmp_path, BASE, corpus.train_files, val_data)
+    single_dir = tmp_path / "single"
+    single_dir.mkdir()
+    _train(compose([*BASE, "train.grad_accum=2"]), corpus.train_files, val_data, 0, 1, single_dir)
+    single = torch.load(single_dir / "rank0.pt", weights_only=True)
+    two, one = _losses(ranks[0]["dir"]), _losses(single_dir)
+    assert len(two) == len(one) == ITERS
+    loss_diff = max(abs(a - b) for a, b in zip(two, one))
+    weight_diff = max(float((ranks[0]["state"][k] - v).abs().max()) for k, v in single["state"].items())
+    print(f"1 vs 2 processes: max per-step loss difference {loss_diff:.3g}, max weight difference {weight_diff:.3g}")
+    # Exactly equal, not merely close: each rank's half-batch mean loss and gradient are computed exactly as one
+    # process computes a micro-batch's, and the two are combined as (a + b) / 2 by DDP (gloo sum, then / 2) and as
+    # a / 2 + b / 2 by gradient accumulation, which are the same float for two terms (halving is exact).
+    assert loss_diff == 0 and weight_diff == 0
+    assert ranks[0]["checksum"] == ranks[1]["checksum"]  # every replica ends with the same weights, bit for bit
+    assert all(torch.equal(ranks[0]["state"][k], ranks[1]["state"][k]) for k in single["state"])
+
+
+def test_a_rank_whose_clock_runs_past_the_cap_stops_every_rank_at_the_same_step(tmp_path, corpus, val_data):
+    ranks = _spawn(tmp_path, [*BASE, "train.iterations=1000", "train.wallclock_s=500"], corpus.train_files,
+                   val_data, case="skew")
+    assert [r["stop_reason"] for r in ranks] == ["wallclock", "wallclock"]
+    assert ranks[0]["steps"] == ranks[1]["steps"] < 1000  # rank 1's clock stopped both, long before 1000 steps
+    assert ranks[0]["checksum"] == ranks[1]["checksum"]  # and the schedule read the same elapsed time on both
+
+
+def test_a_signal_on_one_rank_stops_every_rank_after_the_same_step(tmp_path, corpus, val_data):
+    ranks = _spawn(tmp_path, BASE, corpus.train_files, val_data, case="signal")
+    assert [r["stop_reason"] for r in ranks] == ["terminated", "terminated"]
+    assert ranks[0]["steps"] == ranks[1]["steps"] == 4
+    assert ranks[0]["checksum"] == ranks[1]["checksum"]
+
+
+def test_ranks_holding_different_weights_is_an_error(tmp_path):
+    from pgolf.train.distributed import check_replicas_agree, weights_checksum
+
+    state = {"w": torch.ones(3)}
+    assert check_replicas_agree(state, DistInfo()) == weights_checksum(state)
+    assert weights_checksum({"w": torch.tensor([1.0, 1.0, 1.0 + 1e-7])}) != weights_checksum(state)
+
+
+os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")

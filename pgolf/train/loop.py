@@ -21,7 +21,8 @@ the validation set. Non-standard pieces:
   on), and the error names the first bad step.
 - Any other failure of the optimizer step (a RuntimeError such as CUDA out of
   memory) is not a NaN stop: it is logged and raised as a TrainingError that
-  names the exception and the step.
+  names the exception and the step; out of memory in the forward/backward is
+  one too, saying which knob to turn.
 - With a `signals` object (signals.StopSignals), Ctrl-C and SIGTERM stop after
   the current step, agreed across ranks; with a `checkpoints` store
   (checkpoints.CheckpointStore) every `train.checkpoint_every` steps and such a
@@ -64,6 +65,7 @@ from pgolf.train.qat import enable_qat, plain_state_dict
 
 STOP_REASONS = {1.0: "interrupted", 2.0: "terminated"}
 """Signal stop requests as agreed over ranks (the larger wins)."""
+_REQUESTS = {"": 0.0, **{reason: flag for flag, reason in STOP_REASONS.items()}}
 
 
 @dataclass
@@ -191,7 +193,13 @@ def train_model(cfg: Config, model: GPT, batches: TrainBatches, val_tokens: torc
                 opts.set_muon_momentum(muon_momentum_at(step, t))
                 if qat is not None:
                     qat.set_active(frac >= r.qat_start)
-                ce, pens = one_step()
+                try:
+                    ce, pens = one_step()
+                except torch.OutOfMemoryError as exc:
+                    error = (f"out of memory in the forward/backward of step {step + 1} ({batches.local_tokens:,} "
+                             "tokens per micro-batch and rank): raise train.grad_accum or lower train.batch_tokens")
+                    log(error)
+                    raise TrainingError(error) from exc
                 ce = all_reduce_mean(ce, dist_info)
                 total = ce + sum(pens.values(), torch.zeros((), device=device))
                 newly_bad = ~torch.isfinite(total) & (bad_step == 0)
@@ -212,7 +220,7 @@ def train_model(cfg: Config, model: GPT, batches: TrainBatches, val_tokens: torc
                 if r.l1 > 0:
                     R.apply_l1_prox([p for _, p in matrices], t.matrix_lr * mult * r.l1)
                 step += 1
-                request = 0.0 if signals is None else {"": 0.0, "interrupted": 1.0, "terminated": 2.0}[signals.reason]
+                request = 0.0 if signals is None else _REQUESTS[signals.reason]
                 elapsed, stop_flag = agree_max([done_s + clock() - t0 - paused, request], dist_info)
                 frac_done = training_fraction(step, elapsed, t)
                 if pruner is not None:
@@ -245,19 +253,21 @@ def train_model(cfg: Config, model: GPT, batches: TrainBatches, val_tokens: torc
                     if dist_info.is_main:
                         metrics.write(**record)
                 progress("train", step, t.iterations, loss=ce_value, bpb=last_val.get("val_bpb", float("nan")))
-                pause_start = clock()
+                pause_start, early = clock(), False
                 if validate:
                     last_val = _validate(model, val_tokens, luts, cfg, setup, step, ce_value, metrics, gap,
                                          log, dist_info)
-                    if broadcast_flag(stopper is not None and stopper.update(last_val["val_bpb"]), dist_info, device):
-                        stop_reason = "early_stop"
-                        log(f"early stopping at step {step}: val_bpb has not improved for {r.early_stop_patience} "
-                            f"validations (best {stopper.best:.4f})")
-                        break
-                if save:
+                    early = broadcast_flag(stopper is not None and stopper.update(last_val["val_bpb"]), dist_info,
+                                           device)
+                if save and not early:
                     checkpoints.save(parts, step, elapsed, last_val)
                     saved_step = step
                 paused += clock() - pause_start
+                if early:
+                    stop_reason = "early_stop"
+                    log(f"early stopping at step {step}: val_bpb has not improved for {r.early_stop_patience} "
+                        f"validations (best {stopper.best:.4f})")
+                    break
     except KeyboardInterrupt:  # a second Ctrl-C, or no `signals`: mid-step, so no checkpoint of it
         stop_reason, torn = "interrupted", True
         log(f"interrupted at step {step}; saving the weights")

@@ -164,7 +164,7 @@ def _wait_for_steps(tmp_path, proc, steps: int):
 
 
 def test_sigterm_saves_a_checkpoint_exits_143_and_the_run_resumes_to_the_end(tmp_path, data_overrides):
-    iters = 30
+    iters = 16
     args = [*data_overrides, f"train.iterations={iters}", "train.log_every=1", "train.val_every=0",
             "data.val_tokens=16384"]
     proc = subprocess.Popen([sys.executable, "-m", "pgolf", "train", *args], cwd=tmp_path, stdout=subprocess.PIPE,

@@ -32,7 +32,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-data_app = typer.Typer(help="Prepare data: text -> tokenizer + challenge-format shards.", no_args_is_help=True)
+data_app = typer.Typer(help="Data: fetch the challenge's FineWeb, or turn your own text into a tokenizer + "
+                            "challenge-format shards.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -172,7 +173,7 @@ def data_fetch(
     MATCHED_FINEWEB_REMOTE_ROOT_PREFIX override them, HF_ENDPOINT the Hub.
 
     Examples: `pgolf data fetch --train-shards 1` (quick start; then `pgolf train data=fineweb_sp1024`);
-    `pgolf data fetch byte260 --train-shards 1` (then `pgolf train data=fineweb_byte260 model.vocab_size=260`).
+    `pgolf data fetch byte260 --train-shards 1` (then `pgolf train data=fineweb_byte260`).
     """
     from pgolf.data.fetch import fetch_data
 

@@ -29,7 +29,7 @@ class DataConfig:
     dir: str = "data/builtin"
     """Folder with the train and validation shards."""
     tokenizer: str = "data/builtin/tokenizer.model"
-    """SentencePiece model that produced the shards (used for the byte LUTs)."""
+    """Tokenizer of the shards (for the byte LUTs): a SentencePiece model, or the pure-byte JSON (byte260)."""
     train_pattern: str = "*_train_*.bin"
     """Glob (inside `dir`) of the training shards."""
     val_pattern: str = "*_val_*.bin"

@@ -163,7 +163,19 @@ def _wait_for_steps(tmp_path, proc, steps: int):
     raise AssertionError(f"training never logged {steps} steps: {proc.communicate()[1][-2000:]}")
 
 
-def test_sigterm_saves_a_checkpoint_exits_143_and_the_run_resumes_to_the_end(tmp_path, data_overrides):
+def _cli_error(capsys, *args) -> str:
+    """pgolf's main run here on `args`, which must fail with exit 1: its one-line error."""
+    from pgolf import cli
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        cli.main([str(a) for a in args])
+    stderr = capsys.readouterr().err
+    assert info.value.code == 1, stderr
+    return one_line_error(subprocess.CompletedProcess([], 1, "", stderr))
+
+
+def test_sigterm_saves_a_checkpoint_exits_143_and_the_run_resumes_to_the_end(tmp_path, data_overrides, capsys):
     iters = 16
     args = [*data_overrides, f"train.iterations={iters}", "train.log_every=1", "train.val_every=0",
             "data.val_tokens=16384"]
@@ -183,20 +195,17 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_the_run_resumes_to_the_end(tmp
     assert state["state"] == "interrupted" and state["checkpoint_step"] == stopped
     assert (run_dir / "model.safetensors").is_file() and (tmp_path / "runs" / "latest").resolve() == run_dir
 
-    # Bad resumes: one line, exit 1, and the run is left as it was.
+    # Bad resumes (in this process, as the CLI's main runs them): one line, exit 1, the run left as it was.
     state_before = (run_dir / "state.json").read_text()
     for extra, fragment in ([["model.num_layers=3"], "only train.iterations and train.wallclock_s may be raised"],
                             [["train.iterations=5"], "may raise train.iterations, not lower it"]):
-        bad = run_pgolf("train", "--resume", run_dir, *extra, cwd=tmp_path)
-        assert bad.returncode == 1 and fragment in one_line_error(bad)
-    bad = run_pgolf("train", "--resume", tmp_path, cwd=tmp_path)
-    assert bad.returncode == 1 and "not a pgolf run directory" in one_line_error(bad)
+        assert fragment in _cli_error(capsys, "train", "--resume", run_dir, *extra)
+    assert "not a pgolf run directory" in _cli_error(capsys, "train", "--resume", tmp_path)
     assert (run_dir / "state.json").read_text() == state_before
     train_state = next((run_dir / "checkpoints").glob("step-*/train_state.pt"))
     whole = train_state.read_bytes()
     train_state.write_bytes(whole[: len(whole) // 3])
-    bad = run_pgolf("train", "--resume", run_dir, cwd=tmp_path)
-    assert bad.returncode == 1 and "checkpoint is truncated or corrupt" in one_line_error(bad)
+    assert "checkpoint is truncated or corrupt" in _cli_error(capsys, "train", "--resume", run_dir)
     train_state.write_bytes(whole)
 
     done = run_pgolf("train", "--resume", run_dir, "--json", cwd=tmp_path, check_code=0)
@@ -206,8 +215,7 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_the_run_resumes_to_the_end(tmp
     assert steps == list(range(1, iters + 1))  # each step logged once: the resumed run redid none, skipped none
     assert f"resumed at step {stopped}" in (run_dir / "train.log").read_text()
     assert json.loads((run_dir / "state.json").read_text())["state"] == "completed"
-    again = run_pgolf("train", "--resume", run_dir, cwd=tmp_path)
-    assert again.returncode == 1 and "raise one of them to train on" in one_line_error(again)
+    assert "raise one of them to train on" in _cli_error(capsys, "train", "--resume", run_dir)
 
 
 def test_prepared_shards_are_challenge_format(builtin_data):

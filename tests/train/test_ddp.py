@@ -1,14 +1,14 @@
 """Two gloo processes against one: the same training, agreed stops, identical replicas.
 
-Each case spawns ranks that call `train_model` directly (as `pgolf train` under torchrun does), with the
-stream sampling of the reference loader so that 2 ranks x 1 micro-batch read exactly the tokens of
-1 process x 2 micro-batches. Rank 0 writes the metrics; every rank writes its result for the parent to check.
+Two spawned ranks run every case in turn, calling `train_model` directly (as `pgolf train` under torchrun
+does), with the stream sampling of the reference loader so that 2 ranks x 1 micro-batch read exactly the
+tokens of 1 process x 2 micro-batches. Rank 0 writes the metrics; every rank writes its result for the
+tests to check.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -76,33 +76,43 @@ def _train(cfg, files, val_data, rank: int, world: int, out: Path, clock=time.pe
                 "checksum": result.checksum, "train_time_s": result.train_time_s}, out / f"rank{rank}.pt")
 
 
-def _rank_main(rank: int, world: int, init_file: str, overrides: list[str], files: list[str], val_data,
-               out: str, case: str) -> None:
+CASES = {
+    "plain": BASE,
+    "skew": [*BASE, "train.iterations=1000", "train.wallclock_s=500"],  # rank 1's clock runs 1000x fast
+    "signal": BASE,  # SIGTERM reaches rank 1 alone, at its 4th step
+}
+
+
+def _rank_main(rank: int, world: int, init_file: str, files: list[str], val_data, out: str) -> None:
+    """One rank: every case in turn, in one process group."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        clock = _FastClock(1000.0) if case == "skew" and rank == 1 else time.perf_counter
-        signals = _SignalAt(4) if case == "signal" and rank == 1 else None
-        _train(compose(overrides), [Path(f) for f in files], val_data, rank, world, Path(out), clock, signals)
+        for case, overrides in CASES.items():
+            clock = _FastClock(1000.0) if case == "skew" and rank == 1 else time.perf_counter
+            signals = _SignalAt(4) if case == "signal" and rank == 1 else None
+            folder = Path(out) / case
+            folder.mkdir(exist_ok=True)
+            _train(compose(overrides), [Path(f) for f in files], val_data, rank, world, folder, clock, signals)
     finally:
         dist.destroy_process_group()
 
 
-def _spawn(tmp_path: Path, overrides: list[str], files, val_data, case: str = "", world: int = 2,
-           timeout_s: float = 90) -> list[dict]:
-    """Run `world` ranks; fail (not hang) if they do not all finish within `timeout_s`."""
-    out = tmp_path / f"ranks-{case or 'plain'}"
-    out.mkdir()
-    ctx = mp.start_processes(_rank_main, args=(world, str(tmp_path / f"init-{case}"), overrides,
-                                               [str(f) for f in files], val_data, str(out), case),
-                             nprocs=world, join=False, start_method="spawn")
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory, corpus, val_data) -> dict[str, list[dict]]:
+    """Every case on 2 spawned ranks: case -> each rank's result. Fails (not hangs) if the ranks do not finish:
+    a rank that stopped alone would leave the other waiting in a collective."""
+    out, world, timeout_s = tmp_path_factory.mktemp("ranks"), 2, 180
+    ctx = mp.start_processes(_rank_main, args=(world, str(out / "init"), [str(f) for f in corpus.train_files],
+                                               val_data, str(out)), nprocs=world, join=False, start_method="spawn")
     deadline = time.time() + timeout_s
     while not ctx.join(timeout=1):
         if time.time() > deadline:
             for process in ctx.processes:
                 process.kill()
             pytest.fail(f"ranks did not finish in {timeout_s} s (a rank left the others waiting in a collective)")
-    return [torch.load(out / f"rank{r}.pt", weights_only=True) | {"dir": out} for r in range(world)]
+    return {case: [torch.load(out / case / f"rank{r}.pt", weights_only=True) | {"dir": out / case}
+                   for r in range(world)] for case in CASES}
 
 
 def _losses(folder: Path) -> list[float]:
@@ -117,8 +127,8 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def test_two_ranks_train_like_one_process_with_two_micro_batches(tmp_path, corpus, val_data):
-    ranks = _spawn(tmp_path, BASE, corpus.train_files, val_data)
+def test_two_ranks_train_like_one_process_with_two_micro_batches(tmp_path, corpus, val_data, ranks):
+    ranks = ranks["plain"]
     single_dir = tmp_path / "single"
     single_dir.mkdir()
     _train(compose([*BASE, "train.grad_accum=2"]), corpus.train_files, val_data, 0, 1, single_dir)
@@ -136,16 +146,15 @@ def test_two_ranks_train_like_one_process_with_two_micro_batches(tmp_path, corpu
     assert all(torch.equal(ranks[0]["state"][k], ranks[1]["state"][k]) for k in single["state"])
 
 
-def test_a_rank_whose_clock_runs_past_the_cap_stops_every_rank_at_the_same_step(tmp_path, corpus, val_data):
-    ranks = _spawn(tmp_path, [*BASE, "train.iterations=1000", "train.wallclock_s=500"], corpus.train_files,
-                   val_data, case="skew")
+def test_a_rank_whose_clock_runs_past_the_cap_stops_every_rank_at_the_same_step(ranks):
+    ranks = ranks["skew"]
     assert [r["stop_reason"] for r in ranks] == ["wallclock", "wallclock"]
     assert ranks[0]["steps"] == ranks[1]["steps"] < 1000  # rank 1's clock stopped both, long before 1000 steps
     assert ranks[0]["checksum"] == ranks[1]["checksum"]  # and the schedule read the same elapsed time on both
 
 
-def test_a_signal_on_one_rank_stops_every_rank_after_the_same_step(tmp_path, corpus, val_data):
-    ranks = _spawn(tmp_path, BASE, corpus.train_files, val_data, case="signal")
+def test_a_signal_on_one_rank_stops_every_rank_after_the_same_step(ranks):
+    ranks = ranks["signal"]
     assert [r["stop_reason"] for r in ranks] == ["terminated", "terminated"]
     assert ranks[0]["steps"] == ranks[1]["steps"] == 4
     assert ranks[0]["checksum"] == ranks[1]["checksum"]
@@ -158,5 +167,3 @@ def test_ranks_holding_different_weights_is_an_error(tmp_path):
     assert check_replicas_agree(state, DistInfo()) == weights_checksum(state)
     assert weights_checksum({"w": torch.tensor([1.0, 1.0, 1.0 + 1e-7])}) != weights_checksum(state)
 
-
-os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")

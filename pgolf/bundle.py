@@ -44,6 +44,7 @@ from typing import Any
 
 import pgolf
 from pgolf.errors import ConfigError
+from pgolf.model.knobs import RECORD_KNOBS, uses_records
 from pgolf.runs import atomic_write_json
 from pgolf.schema import Config, ExportConfig
 
@@ -57,6 +58,7 @@ _NOT_REQUIREMENTS = {"pgolf", "torch", "numpy", "__future__"}
 
 GATED: dict[str, Callable[[Config], bool]] = {
     "pgolf.export.gptq": lambda cfg: cfg.export.gptq,
+    "pgolf.model.records": lambda cfg: uses_records({key: getattr(cfg.model, key) for key in RECORD_KNOBS}),
     "pgolf.export.prune": lambda cfg: cfg.export.prune > 0,
     "pgolf.train.pruning": lambda cfg: cfg.reg.prune_sparsity > 0,
     "pgolf.train.averaging": lambda cfg: cfg.reg.ema_decay > 0 or cfg.reg.swa_start > 0,

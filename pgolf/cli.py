@@ -134,8 +134,9 @@ def data_prepare(
     source: Annotated[Path | None, typer.Argument(
         help="A folder of .txt files (one document each), a .jsonl file or folder of them (field `text`); "
              "omit for the built-in corpus (Python's own documentation).", show_default=False)] = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="Output folder for tokenizer.model and the shards.")] = Path(
-        "data/builtin"),
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="Output folder for tokenizer.model and the shards (default: data/builtin_sp<V> for the built-in "
+                      "corpus at a --vocab-size V other than 1024, else data/builtin).", show_default=False)] = None,
     vocab_size: Annotated[int, typer.Option(help="SentencePiece BPE vocabulary size.")] = 1024,
     val_fraction: Annotated[float, typer.Option(help="Fraction of documents held out for validation.")] = 0.1,
     name: Annotated[str, typer.Option(help="Shard name prefix ({name}_train_000000.bin).")] = "",
@@ -144,10 +145,12 @@ def data_prepare(
     """Turn text into a tokenizer plus train/val shards in the challenge format.
 
     Examples: `pgolf data prepare` (built-in corpus to data/builtin);
+    `pgolf data prepare --vocab-size 8192` (to data/builtin_sp8192, then `pgolf train data=builtin_sp8192`);
     `pgolf data prepare docs/ --out data/mydocs --vocab-size 4096`.
     """
-    from pgolf.data.prepare import prepare_data
+    from pgolf.data.prepare import default_out_dir, prepare_data
 
+    out_dir = default_out_dir(source, vocab_size) if out_dir is None else out_dir
     label = name or ("builtin" if source is None else out_dir.name)
     with RichProgress() as progress:
         prepared = prepare_data(source, out_dir, vocab_size=vocab_size, val_fraction=val_fraction, name=label,

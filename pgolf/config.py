@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pgolf.errors import ConfigError
+from pgolf.model.knobs import RECORD_KNOBS, knob_problems
 from pgolf.schema import (  # noqa: F401  (re-exported: the schema as composition's callers name it)
     BudgetConfig,
     Config,
@@ -331,6 +332,9 @@ def validate(cfg: Config) -> None:
          f"model.num_heads ({m.num_heads}) must be divisible by model.num_kv_heads ({m.num_kv_heads})")
     need(m.num_heads > 0 and (m.model_dim // m.num_heads) % 2 == 0,
          "model.model_dim / model.num_heads must be even (RoPE)")
+    if m.num_layers > 0:
+        problems += knob_problems({key: getattr(m, key) for key in RECORD_KNOBS}, m.num_layers, m.model_dim,
+                                  m.num_heads)
     need(t.seq_len > 0, f"train.seq_len must be > 0, got {t.seq_len}")
     need(t.grad_accum > 0, f"train.grad_accum must be > 0, got {t.grad_accum}")
     need(t.batch_tokens >= t.seq_len * t.grad_accum,

@@ -24,7 +24,7 @@ from pgolf.data.tokenizer import ByteLUTs, build_byte_luts, load_scoring_tokeniz
 from pgolf.errors import ArtifactError, DataError
 from pgolf.evaluate import EvalResult, evaluate_bpb
 from pgolf.export.artifact import ExportResult, export_state_dict, load_artifact, write_artifact
-from pgolf.model.gpt import GPT, load_reference_state_dict
+from pgolf.model.gpt import GPT, load_reference_state_dict, make_gpt
 from pgolf.progress import ProgressFn, no_progress
 from pgolf.schema import Config, to_dict
 from pgolf.train.device import DeviceSetup, autocast, resolve_device
@@ -105,7 +105,7 @@ def rebuild_model(model_config: dict, state_dict: dict[str, torch.Tensor] | None
                   where: Path | str = "checkpoint") -> GPT:
     """A GPT from saved kwargs, with `state_dict` loaded strictly (one-line error on mismatch)."""
     try:
-        model = GPT(**model_config)
+        model = make_gpt(**model_config)
     except TypeError as exc:
         raise ArtifactError(f"{where}: model config does not fit the GPT ({exc})") from exc
     if state_dict is not None:

@@ -62,6 +62,28 @@ class ModelConfig:
     """RoPE frequency base."""
     qk_gain_init: float = 1.5
     """Initial value of the learned per-head query gain."""
+    mlp_leaky_slope: float = 0.0
+    """MLP activation LeakyReLU(slope)^2; 0 = relu^2 (the baseline)."""
+    rope_dims: int = 0
+    """Rotate only the first `rope_dims` dims of each head (even, <= head dim; 0 = all)."""
+    xsa_layers: list[int] = field(default_factory=list)
+    """Layers whose attention output loses its component along each token's own value vector (XSA)."""
+    recur_passes: int = 1
+    """Depth recurrence: layers recur_start..recur_end run this many times in a row (1 = off)."""
+    recur_start: int = 0
+    """First looped layer."""
+    recur_end: int = 0
+    """Last looped layer (inclusive)."""
+    recur_from: float = 0.0
+    """Training fraction at which the looping switches on (evaluation always loops)."""
+    parallel_from: int = 0
+    """First layer of two parallel residual lanes (attention / MLP) with a learned mix; 0 = off."""
+    skip_gates: bool = False
+    """Sigmoid-gated U-Net skips (gates init 0: skip and stream averaged)."""
+    smear_gate: bool = False
+    """SmearGate: each token mixes in the previous token's embedding through a learned gate, masked at BOS."""
+    attn_gate: bool = False
+    """The record's sparse attention-output gate: each head's output times a sigmoid of 12 input channels."""
 
 
 @dataclass
@@ -127,7 +149,8 @@ class RegConfig:
     scalar_weight_decay: float = 0.0
     """Decoupled decay of vectors and scalars not listed in `no_decay`."""
     no_decay: list[str] = field(
-        default_factory=lambda: ["q_gain", "attn_scale", "mlp_scale", "resid_mix", "skip_weights", "ln_scale"]
+        default_factory=lambda: ["q_gain", "attn_scale", "mlp_scale", "resid_mix", "skip_weights", "ln_scale",
+                                 "skip_gates", "attn_gate_w", "smear_", "parallel_"]
     )
     """Parameter-name fragments that never get decay (gains, scales, mixes, norms)."""
     decay_schedule: str = "constant"

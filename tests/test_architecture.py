@@ -10,8 +10,8 @@ PACKAGE = Path(pgolf.__file__).parent
 # Lower layers never import higher ones (docs/DESIGN.md, "Imports flow one way").
 LAYERS = {
     "errors": 0, "progress": 0, "signals": 0,
-    "schema": 1, "runs": 1,
-    "config": 2, "model": 2, "data": 2, "tables": 2, "bundle": 2,
+    "schema": 1, "runs": 1, "model": 1,
+    "config": 2, "data": 2, "tables": 2, "bundle": 2,
     "evaluate": 3, "export": 3, "checkpoint": 3,
     "train": 4,
     "job": 5,

@@ -37,6 +37,8 @@ def test_the_default_bundle_carries_what_it_runs_and_nothing_of_the_cli_or_hydra
     ("export.prune=0.05", "pgolf/export/prune.py"),
     ("reg.prune_sparsity=0.3", "pgolf/train/pruning.py"),
     ("reg.z_loss=0.0001", "pgolf/train/penalties.py"),
+    ("model=records_tiny", "pgolf/model/records.py"),
+    ("model.smear_gate=true", "pgolf/model/records.py"),
 ])
 def test_a_feature_brings_its_module_only_when_the_config_uses_it(override, module):
     assert module not in modules_of(compose([]))

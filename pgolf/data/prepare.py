@@ -13,6 +13,14 @@ survives until the new one is complete. `meta.json` records a fingerprint of
 the inputs (file names, sizes and mtimes, or the Python build for the built-in
 corpus) and the settings; a later call with the same fingerprint returns at
 once.
+
+Without `--out`, the built-in corpus goes to `data/builtin` at the default 1024
+pieces (`data=builtin`) and to `data/builtin_sp<V>` at any other vocabulary size
+V (`data=builtin_sp8192` reads the 8192 one), so preparations at different sizes
+never overwrite each other; a user source goes to `data/builtin` as before (pass
+`--out`). The shard prefix stays `builtin` in every folder: it names the corpus,
+the folder names the tokenization, as the challenge's `fineweb10B_sp8192/` holds
+`fineweb_train_*.bin`.
 """
 
 from __future__ import annotations
@@ -41,6 +49,8 @@ SHARD_TOKENS = 100_000_000
 """Tokens per shard, as in the challenge's FineWeb shards."""
 PREPARE_FORMAT = 1
 """Bumped when the output of this module changes for the same input, so old caches are rebuilt."""
+DEFAULT_VOCAB_SIZE = 1024
+"""Vocabulary of `pgolf data prepare` when none is given (the challenge's sp1024)."""
 _ENCODE_BATCH_DOCS = 512
 
 
@@ -95,6 +105,13 @@ def read_documents(files: list[Path]) -> Iterator[str]:
                 if not isinstance(record, dict) or not isinstance(record.get("text"), str):
                     raise DataError(f"{path}:{line_no}: no string field 'text'")
                 yield record["text"]
+
+
+def default_out_dir(source: Path | str | None, vocab_size: int) -> Path:
+    """Where `pgolf data prepare` writes without `--out` (see the module docstring)."""
+    if source is None and vocab_size != DEFAULT_VOCAB_SIZE:
+        return Path(f"data/builtin_sp{vocab_size}")
+    return Path("data/builtin")
 
 
 def _fingerprint(source: Path | None, files: list[Path], settings: dict) -> str:
@@ -159,9 +176,9 @@ def _swap_into_place(built: Path, out_dir: Path) -> None:
     shutil.rmtree(old)
 
 
-def prepare_data(source: Path | str | None, out_dir: Path | str, vocab_size: int = 1024, val_fraction: float = 0.1,
-                 name: str = "builtin", progress: ProgressFn = no_progress, force: bool = False,
-                 max_chars: int = 0) -> PreparedData:
+def prepare_data(source: Path | str | None, out_dir: Path | str, vocab_size: int = DEFAULT_VOCAB_SIZE,
+                 val_fraction: float = 0.1, name: str = "builtin", progress: ProgressFn = no_progress,
+                 force: bool = False, max_chars: int = 0) -> PreparedData:
     """Train a tokenizer and write train/val shards from `source` into `out_dir` (cached by fingerprint).
 
     `max_chars` > 0 keeps only the first documents up to about that many characters (for quick runs).

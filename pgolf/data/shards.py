@@ -94,6 +94,7 @@ def command_that_makes(path: Path | str) -> str:
     elif path.parent.name == "tokenizers" and (match := _FINEWEB_TOKENIZER.fullmatch(path.name)):
         variant = f"sp{match.group(1)}" if match.group(1) else f"byte{match.group(2)}"
     if variant not in FINEWEB_VARIANTS:
-        return "pgolf data prepare"
+        built_in = re.fullmatch(r"builtin_sp(\d+)", (path if path.suffix == "" else path.parent).name)
+        return "pgolf data prepare" + (f" --vocab-size {built_in.group(1)}" if built_in else "")
     root = path.parent.parent
     return f"pgolf data fetch {variant}" + ("" if root == Path("data") else f" --out {root}")

@@ -30,7 +30,8 @@ from pgolf.errors import ArtifactError, ConfigError
 
 GROUPS = ("embed", "attn_q", "attn_k", "attn_v", "attn_out", "mlp_in", "mlp_out", "other")
 CLIPS = ("max", "percentile", "sdclip", "mse")
-CONTROL_PATTERNS = ("q_gain", "attn_scale", "mlp_scale", "resid_mix", "skip_weight", "ln_scale")
+CONTROL_PATTERNS = ("q_gain", "attn_scale", "mlp_scale", "resid_mix", "skip_weight", "ln_scale", "skip_gates",
+                    "attn_gate_w", "smear_gate", "smear_lambda", "parallel_post_lambdas", "parallel_resid_lambdas")
 """Name fragments of control tensors, kept in fp32 whatever their size (as the reference does)."""
 
 _GROUP_PATTERNS = (
@@ -56,7 +57,7 @@ def tensor_group(name: str) -> str:
 
 
 def is_control(name: str) -> bool:
-    """True for gains, scales, mixes and skip weights, which stay fp32."""
+    """True for gains, scales, mixes, skip weights and the record-era gates and lane mixes, which stay fp32."""
     return any(pattern in name for pattern in CONTROL_PATTERNS)
 
 

@@ -1,5 +1,2 @@
-"""The GPT (reference-compatible state-dict keys) and helpers to count and load its weights."""
-
-from pgolf.model.gpt import GPT, count_params, load_reference_state_dict, strip_wrapper_prefixes
-
-__all__ = ["GPT", "count_params", "load_reference_state_dict", "strip_wrapper_prefixes"]
+"""The GPT (reference-compatible state-dict keys, model/gpt.py), the record-era knobs (model/knobs.py: torch-free, so
+config validation can import them) and the record-era model (model/records.py)."""

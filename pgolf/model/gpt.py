@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pgolf.model.knobs import RECORD_KNOBS, uses_records
+
 LN_SCALE_MODES = ("none", "fixed", "learned")
 
 
@@ -215,10 +217,10 @@ class GPT(nn.Module):
         self.tok_emb = nn.Embedding(vocab_size, model_dim)
         self.num_encoder_layers = num_layers // 2
         self.num_decoder_layers = num_layers - self.num_encoder_layers
-        num_skips = min(self.num_encoder_layers, self.num_decoder_layers)
+        num_skips = self._num_skips()
         self.skip_weights = nn.Parameter(torch.ones(num_skips, model_dim, dtype=torch.float32))
         self.blocks = nn.ModuleList(
-            Block(
+            self._block(
                 model_dim, num_heads, num_kv_heads, mlp_mult, qk_gain_init,
                 layer_index=i, ln_scale=ln_scale, dropout=dropout,
                 drop_path_rate=drop_path * i / (num_layers - 1) if num_layers > 1 else drop_path,
@@ -228,6 +230,13 @@ class GPT(nn.Module):
         self.rotary = Rotary(model_dim // num_heads, rope_base)
         self.lm_head = None if tie_embeddings else CastedLinear(model_dim, vocab_size)
         self._init_weights(tied_embed_init_std)
+
+    def _num_skips(self) -> int:
+        """U-Net skip connections: one per encoder block that has a decoder block to feed."""
+        return min(self.num_encoder_layers, self.num_decoder_layers)
+
+    def _block(self, *args, **kwargs) -> Block:
+        return Block(*args, **kwargs)
 
     def _init_weights(self, tied_embed_init_std: float) -> None:
         if self.tie_embeddings:
@@ -250,7 +259,10 @@ class GPT(nn.Module):
             if skips:
                 x = x + self.skip_weights[i].to(x.dtype)[None, None, :] * skips.pop()
             x = block(x, x0, cos, sin)
-        x = rms_norm(x)
+        return self._logits(rms_norm(x))
+
+    def _logits(self, x: Tensor) -> Tensor:
+        """The (tied or untied) head on the final normed hidden state, softcapped, in float32."""
         if self.lm_head is None:
             logits = F.linear(x, self.tok_emb.weight.to(x.dtype))  # (B, T, V)
         else:
@@ -282,6 +294,17 @@ def _check_config(cfg: dict) -> None:
             problems.append(f"{name} must be in [0, 1), got {cfg[name]}")
     if problems:
         raise ValueError("; ".join(problems))
+
+
+def make_gpt(**config) -> GPT:
+    """The GPT for `config` (GPT.config's keys): the baseline GPT, or a RecordsGPT when any record-era knob is on
+    (model/records.py, imported only then, so a packed script carries it only when its model uses it)."""
+    knobs = {key: config.pop(key) for key in list(config) if key in RECORD_KNOBS}
+    if not uses_records(knobs):
+        return GPT(**config)
+    from pgolf.model.records import RecordsGPT
+
+    return RecordsGPT(**config, **{**RECORD_KNOBS, **knobs})
 
 
 def count_params(model: nn.Module) -> int:

@@ -45,7 +45,8 @@ from pgolf.data.loader import TrainBatches
 from pgolf.data.tokenizer import ByteLUTs
 from pgolf.errors import TrainingError
 from pgolf.evaluate import evaluate_bpb
-from pgolf.model.gpt import GPT
+from pgolf.model.gpt import GPT, make_gpt
+from pgolf.model.knobs import RECORD_KNOBS
 from pgolf.progress import ProgressFn, no_progress
 from pgolf.runs import MetricsLog
 from pgolf.schema import Config
@@ -87,10 +88,11 @@ class TrainResult:
 def build_model(cfg: Config) -> GPT:
     """The GPT sized by `model`, with the in-model regularizers of `reg`."""
     m, r = cfg.model, cfg.reg
-    return GPT(vocab_size=m.vocab_size, num_layers=m.num_layers, model_dim=m.model_dim, num_heads=m.num_heads,
-               num_kv_heads=m.num_kv_heads, mlp_mult=m.mlp_mult, tie_embeddings=m.tie_embeddings,
-               tied_embed_init_std=m.tied_embed_init_std, rope_base=m.rope_base, qk_gain_init=m.qk_gain_init,
-               logit_softcap=r.softcap, ln_scale=r.ln_scale, dropout=r.dropout, drop_path=r.drop_path)
+    return make_gpt(vocab_size=m.vocab_size, num_layers=m.num_layers, model_dim=m.model_dim, num_heads=m.num_heads,
+                    num_kv_heads=m.num_kv_heads, mlp_mult=m.mlp_mult, tie_embeddings=m.tie_embeddings,
+                    tied_embed_init_std=m.tied_embed_init_std, rope_base=m.rope_base, qk_gain_init=m.qk_gain_init,
+                    logit_softcap=r.softcap, ln_scale=r.ln_scale, dropout=r.dropout, drop_path=r.drop_path,
+                    **{key: getattr(m, key) for key in RECORD_KNOBS})
 
 
 def train_model(cfg: Config, model: GPT, batches: TrainBatches, val_tokens: torch.Tensor, luts: ByteLUTs,
@@ -153,7 +155,9 @@ def train_model(cfg: Config, model: GPT, batches: TrainBatches, val_tokens: torc
     # Warmup steps warm kernels / compile, then everything is restored, the data position too.
     if t.warmup_steps > 0:
         saved = copy.deepcopy(model.state_dict()), copy.deepcopy(opts.state_dict()), batches.state_dict()
-        for _ in range(t.warmup_steps):
+        for i in range(t.warmup_steps):
+            if cfg.model.recur_passes > 1:
+                model.set_looping(bool(i % 2))  # compile both graphs now, not at the switch
             one_step()
             opts.step()
             opts.zero_grad()
@@ -193,6 +197,8 @@ def train_model(cfg: Config, model: GPT, batches: TrainBatches, val_tokens: torc
                 opts.set_muon_momentum(muon_momentum_at(step, t))
                 if qat is not None:
                     qat.set_active(frac >= r.qat_start)
+                if cfg.model.recur_passes > 1:  # a Python flag: torch.compile guards on it (two graphs)
+                    model.set_looping(frac >= cfg.model.recur_from)
                 try:
                     ce, pens = one_step()
                 except torch.OutOfMemoryError as exc:
@@ -271,6 +277,8 @@ def train_model(cfg: Config, model: GPT, batches: TrainBatches, val_tokens: torc
     except KeyboardInterrupt:  # a second Ctrl-C, or no `signals`: mid-step, so no checkpoint of it
         stop_reason, torn = "interrupted", True
         log(f"interrupted at step {step}; saving the weights")
+    if cfg.model.recur_passes > 1:
+        model.set_looping(True)  # evaluated looped, as a model rebuilt from its artifact
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     train_time_s = max(elapsed, done_s + clock() - t0 - paused)

@@ -10,7 +10,7 @@ from pgolf.errors import ArtifactError, ConfigError
 from pgolf.export.artifact import quantize_state_dict
 from pgolf.export.gptq import gptq_levels, layer_hessians
 from pgolf.export.quantize import dequantize, quantize_rows
-from pgolf.model import GPT
+from pgolf.model.gpt import GPT
 
 
 def correlated_inputs(n: int, cols: int, seed: int = 0) -> torch.Tensor:

@@ -13,7 +13,7 @@ from pgolf.export.prune import (
     prune_selective,
 )
 from pgolf.export.quantize import quantize_rows
-from pgolf.model import GPT
+from pgolf.model.gpt import GPT
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.1, 0.37, 0.5])

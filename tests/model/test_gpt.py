@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from pgolf.model import GPT, count_params, load_reference_state_dict
-from pgolf.model.gpt import Rotary, apply_rotary, drop_path
+from pgolf.model.gpt import GPT, Rotary, apply_rotary, count_params, drop_path, load_reference_state_dict
 
 TINY = dict(vocab_size=64, num_layers=4, model_dim=32, num_heads=4, num_kv_heads=2, mlp_mult=2)
 

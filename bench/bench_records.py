@@ -1,0 +1,177 @@
+"""The record-era model knobs: records_tiny against the baseline GPT on CPU, and model=records' bytes at full size.
+
+Part 1, one `pgolf train` job (`experiment.run_train`) per row and seed on the built-in corpus (vocab 1024,
+prepared into data/builtin when missing), all with `train=cpu_quick reg=cpu` and the default export (int6,
+per-row MSE clip, best codec per group):
+  - `model=tiny` as shipped (4 x 128, MLP 2x, no knobs);
+  - the same baseline architecture at records_tiny's shape (`model.num_layers=6 model.mlp_mult=4`), the
+    equal-parameter reference (1,215,896 vs 1,217,129 parameters);
+  - `model=records_tiny` (6 x 128, MLP 4x, every knob of the best record on).
+Columns: parameters, steps, training tokens/s, float and round-trip val_bpb (the score), artifact and total bytes;
+means over the seeds. tokens/s is the run's average, so records_tiny's includes the looped layers from 35% of
+training on.
+
+Part 2, `model=records reg=records` (the best record's 11 x 512 model, vocab 8192) on the built-in corpus at vocab
+8192 (data/builtin_sp8192, prepared as `pgolf data prepare --vocab-size 8192` would when missing): its parameter
+count and the bytes of its default int6 artifact, exported from the weights at init (`export_state_dict`, the
+same seed the trained run starts from), the same with the record's clip (sdclip at 12.85 sigmas, its
+MATRIX_CLIP_SIGMAS), and after a few CPU training steps (`run_train`, 8,192-token batches of 1,024-token
+sequences, no warmup or warmdown, scored on the first 8,192 validation tokens only: its val_bpb means nothing,
+its bytes do). Against the record's own artifact: 15,865,260 model bytes (docs/records_model.md), under the
+challenge's 16,000,000 total.
+
+    .venv/bin/python bench/bench_records.py                        # both parts: 300 steps, 1 seed; 3 full steps
+    .venv/bin/python bench/bench_records.py --iterations 150 --seeds 3 --skip-full --json runs/bench_records.json
+
+On a machine whose cores are shared with other jobs, run it with OMP_NUM_THREADS=1 (see bench_reg.py). One step
+of the full-size model takes about a minute on one CPU thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from pgolf import config as C
+from pgolf.data.prepare import prepare_data
+from pgolf.experiment import run_train
+from pgolf.export.artifact import export_state_dict
+from pgolf.job import seed_everything
+from pgolf.runs import atomic_write_json
+from pgolf.train.loop import build_model
+
+DATA_ROOT = Path(__file__).resolve().parent.parent / "data"
+SMALL_ROWS = [
+    ("tiny", ["model=tiny"]),
+    ("baseline at 6x128 MLP 4x", ["model=tiny", "model.num_layers=6", "model.mlp_mult=4"]),
+    ("records_tiny", ["model=records_tiny"]),
+]
+RECORD_MODEL_BYTES = 15_865_260
+"""The best record's model bytes (seed 42, docs/records_model.md)."""
+CHALLENGE_BYTES = 16_000_000
+RECORD_CLIP = ["export.clip=sdclip", "export.clip_k=12.85"]
+"""The record's clip: k * std(row) with k = MATRIX_CLIP_SIGMAS (it uses 13.0 / 11.5 for attn / mlp names)."""
+FULL_TRAIN = ["train.batch_tokens=8192", "train.seq_len=1024", "train.warmup_steps=0", "train.lr_warmup_steps=0",
+              "train.warmdown_steps=0", "train.val_every=0", "train.log_every=1", "data.val_tokens=8192"]
+
+
+def data_overrides(vocab_size: int) -> list[str]:
+    """The built-in corpus at `vocab_size`, prepared (or found) where `pgolf data prepare` puts it."""
+    name = "builtin" if vocab_size == 1024 else f"builtin_sp{vocab_size}"
+    prepared = prepare_data(None, DATA_ROOT / name, vocab_size=vocab_size, name="builtin")
+    return [f"data.dir={prepared.dir}", f"data.tokenizer={prepared.tokenizer}"]
+
+
+def train_quietly(overrides: list[str], root: str, name: str) -> dict:
+    cfg = C.compose([*overrides, f"run.root={root}", f"run.name={name}"])
+    started = time.perf_counter()
+    summary = run_train(cfg, echo=lambda _line: None, run_dir=Path(root) / name)
+    print(f"{name}: done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    return summary
+
+
+def small_models(args: argparse.Namespace, root: str) -> dict:
+    base = ["train=cpu_quick", "reg=cpu", "device=cpu", *data_overrides(1024)]
+    if args.iterations:
+        base.append(f"train.iterations={args.iterations}")
+    seed0 = C.compose(base).seed
+    seeds = [seed0 + i for i in range(args.seeds)]
+    rows, runs = [], []
+    for index, (label, overrides) in enumerate(SMALL_ROWS):
+        summaries = [train_quietly([*base, *overrides, f"seed={seed}"], root, f"small{index}-seed{seed}")
+                     for seed in seeds]
+        runs += [{"config": label, "seed": s["seed"], **pick(s)} for s in summaries]
+        rows.append({"config": label, **{key: statistics.mean(pick(s)[key] for s in summaries)
+                                         for key in pick(summaries[0])}})
+    cfg = C.compose(base)
+    title = (f"part 1: built-in corpus (vocab 1024), train=cpu_quick ({cfg.train.iterations} steps x "
+             f"{cfg.train.batch_tokens:,} tokens, seq {cfg.train.seq_len}), reg=cpu, export int{cfg.export.bits} "
+             f"clip {cfg.export.clip} codec {cfg.export.codec}; seeds {', '.join(map(str, seeds))} (means)")
+    print(title)
+    print(f"{'model':26} {'params':>10} {'steps':>5} {'tok/s':>7} {'train s':>7} {'val_bpb':>7} {'rt bpb':>7} "
+          f"{'model B':>9} {'total B':>9}")
+    for r in rows:
+        print(f"{r['config']:26} {r['params']:>10,.0f} {r['steps']:>5.0f} {r['tokens_per_s']:>7,.0f} "
+              f"{r['train_time_s']:>7.1f} {r['val_bpb']:>7.4f} {r['val_bpb_roundtrip']:>7.4f} "
+              f"{r['model_bytes']:>9,.0f} {r['total_bytes']:>9,.0f}")
+    matched, records = rows[1], rows[2]
+    print(f"records_tiny - matched baseline: {records['val_bpb_roundtrip'] - matched['val_bpb_roundtrip']:+.4f} "
+          f"round-trip bpb, {records['tokens_per_s'] / matched['tokens_per_s']:.2f}x tokens/s, "
+          f"{records['model_bytes'] - matched['model_bytes']:+,.0f} model bytes")
+    return {"title": title, "seeds": seeds, "rows": rows, "runs": runs}
+
+
+def pick(summary: dict) -> dict:
+    return {"params": summary["params"], "steps": summary["steps"], "tokens_per_s": summary["tokens_per_s"],
+            "train_time_s": summary["train_time_s"], "val_bpb": summary["val_bpb"],
+            "val_bpb_roundtrip": summary["val_bpb_roundtrip"], "model_bytes": summary["bytes"]["model"],
+            "total_bytes": summary["bytes"]["total"]}
+
+
+def init_bytes(cfg: C.Config) -> tuple[int, float]:
+    """Model bytes of the artifact of the weights `run_train` would start from, and the export's seconds."""
+    seed_everything(cfg.seed)
+    model = build_model(cfg)
+    started = time.perf_counter()
+    result = export_state_dict(model.state_dict(), dict(model.config), cfg.export)
+    return result.model_bytes, time.perf_counter() - started
+
+
+def full_model(args: argparse.Namespace, root: str) -> dict:
+    base = ["model=records", "reg=records", "data=builtin_sp8192", "export.bits=6", "device=cpu",
+            *data_overrides(8192)]
+    cfg = C.compose(base)
+    params = sum(p.numel() for p in build_model(cfg).parameters())
+    rows = []
+    for label, extra in (("init", []), ("init, record's clip", RECORD_CLIP)):
+        model_bytes, seconds = init_bytes(C.compose([*base, *extra]))
+        rows.append({"weights": label, "steps": 0, "model_bytes": model_bytes, "export_s": seconds})
+        print(f"{label}: exported in {seconds:.0f} s", file=sys.stderr, flush=True)
+    summary = train_quietly([*base, *FULL_TRAIN, f"train.iterations={args.full_steps}"], root, "full")
+    rows.append({"weights": f"{summary['steps']} CPU steps", "steps": summary["steps"],
+                 "model_bytes": summary["bytes"]["model"], "code_bytes": summary["bytes"]["code"],
+                 "total_bytes": summary["bytes"]["total"], "tokens_per_s": summary["tokens_per_s"],
+                 "train_time_s": summary["train_time_s"], "val_bpb_roundtrip": summary["val_bpb_roundtrip"]})
+    title = (f"part 2: model=records reg=records, {params:,} parameters (vocab {cfg.model.vocab_size}), int6 "
+             f"artifact (clip {cfg.export.clip}, codec {cfg.export.codec}) vs the record's {RECORD_MODEL_BYTES:,} "
+             f"model bytes; training: {summary['tokens_per_s']:,.0f} tokens/s on CPU")
+    print(title)
+    print(f"{'weights':22} {'model B':>11} {'vs record':>11} {'total B':>11} {'16MB headroom':>13}")
+    code = summary["bytes"]["code"]
+    for r in rows:
+        total = r["model_bytes"] + code
+        print(f"{r['weights']:22} {r['model_bytes']:>11,} {r['model_bytes'] - RECORD_MODEL_BYTES:>+11,} "
+              f"{total:>11,} {CHALLENGE_BYTES - total:>+13,}")
+    print(f"total = model + {code:,} code bytes (the train_gpt.py `pgolf pack` would ship)")
+    return {"title": title, "params": params, "record_model_bytes": RECORD_MODEL_BYTES, "code_bytes": code,
+            "rows": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=0,
+                        help="training steps of each part-1 run (default: train=cpu_quick's, 300)")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per part-1 row, from the config's seed up")
+    parser.add_argument("--full-steps", type=int, default=3, help="CPU training steps of the full-size model")
+    parser.add_argument("--skip-full", action="store_true", help="run part 1 only")
+    parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench_records.") as root:
+        results["small"] = small_models(args, root)
+        if not args.skip_full:
+            print()
+            results["full"] = full_model(args, root)
+    if args.json:
+        atomic_write_json(args.json, results)
+
+
+if __name__ == "__main__":
+    main()

@@ -13,12 +13,14 @@ training on.
 
 Part 2, `model=records reg=records` (the best record's 11 x 512 model, vocab 8192) on the built-in corpus at vocab
 8192 (data/builtin_sp8192, prepared as `pgolf data prepare --vocab-size 8192` would when missing): its parameter
-count and the bytes of its default int6 artifact, exported from the weights at init (`export_state_dict`, the
-same seed the trained run starts from), the same with the record's clip (sdclip at 12.85 sigmas, its
-MATRIX_CLIP_SIGMAS), and after a few CPU training steps (`run_train`, 8,192-token batches of 1,024-token
-sequences, no warmup or warmdown, scored on the first 8,192 validation tokens only: its val_bpb means nothing,
-its bytes do). Against the record's own artifact: 15,865,260 model bytes (docs/records_model.md), under the
-challenge's 16,000,000 total.
+count and the bytes of its int6 artifact (`export.bits=6`, default clip and codec), split by tensor group, for
+  - the weights at init (`export_state_dict` on the seed run_train starts from; attn.proj and mlp.proj are all
+    zero there, so this undercounts a trained model);
+  - after `--full-steps` CPU training steps (`run_train`: 8,192-token batches of 1,024-token sequences, no warmup
+    or warmdown, scored on the first 8,192 validation tokens only; its val_bpb means nothing, its bytes do);
+  - both again with the record's clip (sdclip at 12.85 sigmas, its MATRIX_CLIP_SIGMAS) instead of the MSE search.
+Against the record's own artifact, 15,865,260 model bytes (docs/records_model.md, GPTQ + int7 embedding + lrzip),
+and the challenge's 16,000,000 total.
 
     .venv/bin/python bench/bench_records.py                        # both parts: 300 steps, 1 seed; 3 full steps
     .venv/bin/python bench/bench_records.py --iterations 150 --seeds 3 --skip-full --json runs/bench_records.json
@@ -39,6 +41,7 @@ from pathlib import Path
 import torch
 
 from pgolf import config as C
+from pgolf.checkpoint import load_checkpoint
 from pgolf.data.prepare import prepare_data
 from pgolf.experiment import run_train
 from pgolf.export.artifact import export_state_dict
@@ -57,8 +60,13 @@ RECORD_MODEL_BYTES = 15_865_260
 CHALLENGE_BYTES = 16_000_000
 RECORD_CLIP = ["export.clip=sdclip", "export.clip_k=12.85"]
 """The record's clip: k * std(row) with k = MATRIX_CLIP_SIGMAS (it uses 13.0 / 11.5 for attn / mlp names)."""
-FULL_TRAIN = ["train.batch_tokens=8192", "train.seq_len=1024", "train.warmup_steps=0", "train.lr_warmup_steps=0",
-              "train.warmdown_steps=0", "train.val_every=0", "train.log_every=1", "data.val_tokens=8192"]
+FULL_BATCH_TOKENS = 8192
+FULL_TRAIN = [f"train.batch_tokens={FULL_BATCH_TOKENS}", "train.seq_len=1024", "train.warmup_steps=0",
+              "train.lr_warmup_steps=0", "train.warmdown_steps=0", "train.val_every=0", "train.log_every=1",
+              "data.val_tokens=8192"]
+GROUP_COLUMNS = {"embed_bytes": ["embed"], "attn_bytes": ["attn_q", "attn_k", "attn_v", "attn_out"],
+                 "mlp_bytes": ["mlp_in", "mlp_out"]}
+"""Part-2 byte columns: export tensor groups (export/quantize.py GROUPS) summed."""
 
 
 def data_overrides(vocab_size: int) -> list[str]:
@@ -114,43 +122,60 @@ def pick(summary: dict) -> dict:
             "total_bytes": summary["bytes"]["total"]}
 
 
-def init_bytes(cfg: C.Config) -> tuple[int, float]:
-    """Model bytes of the artifact of the weights `run_train` would start from, and the export's seconds."""
-    seed_everything(cfg.seed)
-    model = build_model(cfg)
+def export_row(label: str, steps: int, groups: list[dict], model_bytes: int) -> dict:
+    """One part-2 row: model bytes, split into the embedding, attention and MLP groups and the rest (control
+    tensors kept float, the header)."""
+    by_group = {g["group"]: g["bytes"] for g in groups}
+    split = {key: sum(by_group.get(g, 0) for g in names) for key, names in GROUP_COLUMNS.items()}
+    return {"weights": label, "steps": steps, "model_bytes": model_bytes, **split,
+            "rest_bytes": model_bytes - sum(split.values())}
+
+
+def export_bytes(label: str, steps: int, state_dict: dict[str, torch.Tensor], model_config: dict,
+                 cfg: C.Config) -> dict:
     started = time.perf_counter()
-    result = export_state_dict(model.state_dict(), dict(model.config), cfg.export)
-    return result.model_bytes, time.perf_counter() - started
+    result = export_state_dict(state_dict, model_config, cfg.export)
+    seconds = time.perf_counter() - started
+    print(f"{label}: exported in {seconds:.0f} s", file=sys.stderr, flush=True)
+    return {**export_row(label, steps, result.groups, result.model_bytes), "export_s": seconds}
 
 
 def full_model(args: argparse.Namespace, root: str) -> dict:
     base = ["model=records", "reg=records", "data=builtin_sp8192", "export.bits=6", "device=cpu",
             *data_overrides(8192)]
-    cfg = C.compose(base)
-    params = sum(p.numel() for p in build_model(cfg).parameters())
-    rows = []
-    for label, extra in (("init", []), ("init, record's clip", RECORD_CLIP)):
-        model_bytes, seconds = init_bytes(C.compose([*base, *extra]))
-        rows.append({"weights": label, "steps": 0, "model_bytes": model_bytes, "export_s": seconds})
-        print(f"{label}: exported in {seconds:.0f} s", file=sys.stderr, flush=True)
+    cfg, record_clip = C.compose(base), C.compose([*base, *RECORD_CLIP])
+    seed_everything(cfg.seed)  # the weights run_train starts from
+    model = build_model(cfg)
+    params = sum(p.numel() for p in model.parameters())
+    init, init_config = model.state_dict(), dict(model.config)
+    init_zeros = sum(int((t == 0).sum()) for t in init.values())
+    rows = [export_bytes("init", 0, init, init_config, cfg),
+            export_bytes("init, record's clip", 0, init, init_config, record_clip)]
     summary = train_quietly([*base, *FULL_TRAIN, f"train.iterations={args.full_steps}"], root, "full")
-    rows.append({"weights": f"{summary['steps']} CPU steps", "steps": summary["steps"],
-                 "model_bytes": summary["bytes"]["model"], "code_bytes": summary["bytes"]["code"],
-                 "total_bytes": summary["bytes"]["total"], "tokens_per_s": summary["tokens_per_s"],
-                 "train_time_s": summary["train_time_s"], "val_bpb_roundtrip": summary["val_bpb_roundtrip"]})
-    title = (f"part 2: model=records reg=records, {params:,} parameters (vocab {cfg.model.vocab_size}), int6 "
-             f"artifact (clip {cfg.export.clip}, codec {cfg.export.codec}) vs the record's {RECORD_MODEL_BYTES:,} "
-             f"model bytes; training: {summary['tokens_per_s']:,.0f} tokens/s on CPU")
-    print(title)
-    print(f"{'weights':22} {'model B':>11} {'vs record':>11} {'total B':>11} {'16MB headroom':>13}")
+    steps = summary["steps"]
+    rows.append(export_row(f"{steps} steps", steps, summary["export_groups"], summary["bytes"]["model"]))
+    trained_config, trained = load_checkpoint(Path(summary["run_dir"]) / "model.safetensors")
+    rows.append(export_bytes(f"{steps} steps, record's clip", steps, trained, trained_config, record_clip))
+
     code = summary["bytes"]["code"]
+    title = (f"part 2: model=records reg=records, {params:,} parameters (vocab {cfg.model.vocab_size}); int6 "
+             f"artifact, clip {cfg.export.clip} (record's clip: sdclip k={record_clip.export.clip_k}), codec "
+             f"{cfg.export.codec}; the record: {RECORD_MODEL_BYTES:,} model bytes")
+    print(title)
+    print(f"{'weights':26} {'model B':>11} {'embed B':>10} {'attn B':>10} {'mlp B':>11} {'rest B':>8} "
+          f"{'vs record':>11} {'16MB headroom':>13}")
     for r in rows:
         total = r["model_bytes"] + code
-        print(f"{r['weights']:22} {r['model_bytes']:>11,} {r['model_bytes'] - RECORD_MODEL_BYTES:>+11,} "
-              f"{total:>11,} {CHALLENGE_BYTES - total:>+13,}")
-    print(f"total = model + {code:,} code bytes (the train_gpt.py `pgolf pack` would ship)")
+        print(f"{r['weights']:26} {r['model_bytes']:>11,} {r['embed_bytes']:>10,} {r['attn_bytes']:>10,} "
+              f"{r['mlp_bytes']:>11,} {r['rest_bytes']:>8,} {r['model_bytes'] - RECORD_MODEL_BYTES:>+11,} "
+              f"{CHALLENGE_BYTES - total:>+13,}")
+    print(f"headroom = 16,000,000 - model - {code:,} code bytes (the train_gpt.py `pgolf pack` would ship); at init "
+          f"{init_zeros:,} weights are exactly 0 (attn.proj and mlp.proj start at zero)")
+    print(f"training on CPU: {summary['tokens_per_s']:,.0f} tokens/s, {summary['train_time_s']:.0f} s for {steps} "
+          f"steps of {FULL_BATCH_TOKENS:,} tokens")
     return {"title": title, "params": params, "record_model_bytes": RECORD_MODEL_BYTES, "code_bytes": code,
-            "rows": rows}
+            "init_zero_weights": init_zeros, "tokens_per_s": summary["tokens_per_s"],
+            "train_time_s": summary["train_time_s"], "rows": rows}
 
 
 def main() -> None:

@@ -98,7 +98,10 @@ class RecordsBlock(Block):
 
     def forward_lanes(self, lanes: tuple[Tensor, Tensor], x0: Tensor, cos: Tensor, sin: Tensor, resid: Tensor,
                       post: Tensor) -> tuple[Tensor, Tensor]:
-        """Attention on lane 0 (mixed with x0), the MLP on lane 1; resid (2,) and post (2 branches, 2 lanes)."""
+        """Attention on lane 0 (mixed with x0), the MLP on lane 1; resid (2,) and post (2 branches, 2 lanes).
+
+        `reg.dropout` and `reg.drop_path` act on sequential blocks only, not on the lanes.
+        """
         mix = self.resid_mix.to(x0.dtype)
         inp = mix[0][None, None, :] * lanes[0] + mix[1][None, None, :] * x0
         a = self.attn_scale.to(x0.dtype)[None, None, :] * self.attn(self._norm(inp), cos, sin)

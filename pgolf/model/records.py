@@ -59,10 +59,7 @@ class RecordsAttention(CausalSelfAttention):
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         B, T, C = x.shape
-        q = self.c_q(x).reshape(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
-        k = self.c_k(x).reshape(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
-        v = self.c_v(x).reshape(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
-        q, k = rms_norm(q), rms_norm(k)
+        q, k, v = self._qkv(x)
         cos, sin = cos.to(q.dtype), sin.to(q.dtype)
         q, k = rotate_partial(q, cos, sin, self.rope_dims), rotate_partial(k, cos, sin, self.rope_dims)
         q = q * self.q_gain.to(q.dtype)[None, :, None, None]

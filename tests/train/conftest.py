@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 import pytest
@@ -34,3 +35,18 @@ def val_data(corpus):
     return tokens, build_byte_luts(load_tokenizer(corpus.tokenizer), VOCAB)
 
 
+
+
+class SignalAfter:
+    """A StopSignals stand-in whose request ("terminated") arrives once `steps` steps have asked for it."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps, self.asked = steps, 0
+
+    @property
+    def reason(self) -> str:
+        self.asked += 1
+        return "terminated" if self.asked >= self.steps else ""
+
+    def deferred(self):
+        return contextlib.nullcontext()

@@ -24,7 +24,7 @@ from pgolf.train.device import resolve_device
 from pgolf.train.distributed import DistInfo
 from pgolf.train.loop import build_model, train_model
 
-from .conftest import VOCAB
+from .conftest import VOCAB, SignalAfter
 
 ITERS = 12
 BASE = ["model.num_layers=2", "model.model_dim=64", "model.num_heads=2", "model.num_kv_heads=1",
@@ -41,23 +41,6 @@ class _FastClock:
 
     def __call__(self) -> float:
         return self.start + (time.perf_counter() - self.start) * self.rate
-
-
-class _SignalAt:
-    """A StopSignals stand-in on one rank: SIGTERM arrives at its `at`-th step."""
-
-    def __init__(self, at: int) -> None:
-        self.at, self.asked = at, 0
-
-    @property
-    def reason(self) -> str:
-        self.asked += 1
-        return "terminated" if self.asked >= self.at else ""
-
-    def deferred(self):
-        import contextlib
-
-        return contextlib.nullcontext()
 
 
 def _train(cfg, files, val_data, rank: int, world: int, out: Path, clock=time.perf_counter, signals=None) -> None:
@@ -90,7 +73,7 @@ def _rank_main(rank: int, world: int, init_file: str, files: list[str], val_data
     try:
         for case, overrides in CASES.items():
             clock = _FastClock(1000.0) if case == "skew" and rank == 1 else time.perf_counter
-            signals = _SignalAt(4) if case == "signal" and rank == 1 else None
+            signals = SignalAfter(4) if case == "signal" and rank == 1 else None
             folder = Path(out) / case
             folder.mkdir(exist_ok=True)
             _train(compose(overrides), [Path(f) for f in files], val_data, rank, world, folder, clock, signals)

@@ -7,7 +7,6 @@ optimizers, batches, RNG) from that checkpoint. On CPU the two loss curves and f
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 
@@ -23,28 +22,13 @@ from pgolf.train.device import resolve_device
 from pgolf.train.distributed import DistInfo
 from pgolf.train.loop import build_model, train_model
 
-from .conftest import VOCAB
+from .conftest import VOCAB, SignalAfter
 
 ITERS = 16
 BASE = ["model.num_layers=2", "model.model_dim=64", "model.num_heads=2", "model.num_kv_heads=1",
         f"model.vocab_size={VOCAB}", "train.seq_len=64", "train.batch_tokens=1024", f"train.iterations={ITERS}",
         "train.warmup_steps=2", "train.lr_warmup_steps=2", "train.warmdown_steps=6", "train.val_every=6",
         "train.val_tokens=1024", "train.log_every=1", "train.wallclock_s=0", "reg=none", "device=cpu"]
-
-
-class SignalAfter:
-    """A StopSignals stand-in whose request ("terminated") arrives once `steps` steps have asked for it."""
-
-    def __init__(self, steps: int) -> None:
-        self.steps, self.asked = steps, 0
-
-    @property
-    def reason(self) -> str:
-        self.asked += 1
-        return "terminated" if self.asked >= self.steps else ""
-
-    def deferred(self):
-        return contextlib.nullcontext()
 
 
 def _train(corpus, val_data, cfg, run_dir: Path, signals=None, resume=False):

@@ -97,22 +97,12 @@ class NullMetrics:
         pass
 
 
-RUN_STATES = ("running", "completed", "interrupted", "failed")
-
-
 def write_run_state(run_dir: Path, state: str, **fields: Any) -> None:
-    """`run_dir/state.json`: the state, when it was written, and by which process (plus `fields`)."""
+    """`run_dir/state.json`: the state (running, completed, interrupted or failed), when it was written, and by which
+    process (plus `fields`)."""
     atomic_write_json(Path(run_dir) / "state.json", {
         "state": state, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), "pid": os.getpid(),
         "host": socket.gethostname(), **fields})
-
-
-def read_run_state(run_dir: Path) -> dict[str, Any] | None:
-    path = Path(run_dir) / "state.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def keep_metrics_through(path: Path, step: int) -> None:

@@ -6,6 +6,14 @@ user is a bug.
 """
 
 
+def one_line(exc: BaseException) -> str:
+    """A PgolfError's message as is; any other exception as `Type: first line of its message`."""
+    if isinstance(exc, PgolfError):
+        return str(exc)
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 class PgolfError(Exception):
     """An expected failure: bad input, corrupt file, infeasible request."""
 

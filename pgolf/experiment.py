@@ -19,7 +19,7 @@ import pgolf
 from pgolf import bundle
 from pgolf import config as C
 from pgolf.checkpoint import load_checkpoint, save_checkpoint
-from pgolf.errors import ArtifactError, ConfigError, Interrupted, PgolfError, Terminated, TrainingError
+from pgolf.errors import ArtifactError, ConfigError, Interrupted, Terminated, TrainingError, one_line
 from pgolf.export.artifact import load_artifact
 from pgolf.job import (
     ARTIFACT_SUFFIX,
@@ -127,6 +127,10 @@ def _train_job(cfg: C.Config, progress: ProgressFn, echo: Callable[[str], None],
             pointer = checkpoints.latest()
             write_run_state(run_dir, name, checkpoint_step=pointer["step"] if pointer else None, **fields)
 
+    def ended(exc: BaseException) -> None:
+        """Record how an exception ended the run: a signal or submitit's requeue interrupts it, the rest fail it."""
+        state("interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed", error=one_line(exc))
+
     if dist_info.is_main:
         atomic_write_text(run_dir / "config.yaml", C.to_yaml(cfg))
         if resume:
@@ -144,7 +148,7 @@ def _train_job(cfg: C.Config, progress: ProgressFn, echo: Callable[[str], None],
         result = train_model(cfg, model, job.batches, val.tokens, val.luts, setup, dist_info, metrics, log, progress,
                              signals=signals, checkpoints=checkpoints, resume=resume)
     except BaseException as exc:
-        state("interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed", error=_one_line(exc))
+        ended(exc)
         raise
     finally:
         metrics.close()
@@ -182,7 +186,7 @@ def _train_job(cfg: C.Config, progress: ProgressFn, echo: Callable[[str], None],
         out_path = run_dir / "artifacts" / f"{artifact_label(cfg)}{ARTIFACT_SUFFIX}"
         exported = export_and_score(result.state_dict, model, model_config, cfg, out_path, val, setup, progress)
     except BaseException as exc:
-        state("interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed", error=_one_line(exc))
+        ended(exc)
         raise
     log(f"round trip: val_bpb {exported['val_bpb_roundtrip']:.4f}, {exported['bytes']['total']:,} bytes total")
     summary.update({
@@ -196,11 +200,6 @@ def _train_job(cfg: C.Config, progress: ProgressFn, echo: Callable[[str], None],
     state("completed", stop_reason=result.stop_reason)
     shutdown(dist_info)
     return summary
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}" if not isinstance(exc, PgolfError) else text
 
 
 RESUMABLE_KEYS = ("train.iterations", "train.wallclock_s")

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from pgolf import config as C
-from pgolf.errors import ConfigError, Interrupted, PgolfError, Terminated, UsageError
+from pgolf.errors import ConfigError, Interrupted, PgolfError, Terminated, UsageError, one_line
 from pgolf.experiment import config_for_source, run_export, run_train
 from pgolf.fit import budget_label, fit_budget
 from pgolf.progress import ProgressFn, no_progress
@@ -420,12 +420,6 @@ def _failed_rows(spec: CellSpec, error: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, PgolfError):
-        return str(exc)
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-
-
 def _finished_training(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / "summary.json"
     if not path.is_file() or not (run_dir / "model.safetensors").is_file():
@@ -462,7 +456,7 @@ def run_cell(spec: CellSpec, progress: ProgressFn = no_progress) -> list[dict[st
             raise
         except Exception as exc:
             _report_debug()
-            rows = _failed_rows(spec, _one_line(exc))
+            rows = _failed_rows(spec, one_line(exc))
             _write_cell(run_dir, spec, rows, time.perf_counter() - started)
             return rows
         if not summary:  # a torchrun rank other than 0: rank 0 exports and writes the cell
@@ -487,7 +481,7 @@ def run_cell(spec: CellSpec, progress: ProgressFn = no_progress) -> list[dict[st
             raise
         except Exception as exc:
             _report_debug()
-            rows.append(_row(spec, point["label"], point["values"], "failed", _one_line(exc), **common,
+            rows.append(_row(spec, point["label"], point["values"], "failed", one_line(exc), **common,
                              export_time_s=time.perf_counter() - t0))
     if spec.max_bytes is not None:
         rows.append(_fit_row(spec, run_dir, common))
@@ -504,7 +498,7 @@ def _fit_row(spec: CellSpec, run_dir: Path, common: dict[str, Any]) -> dict[str,
         raise
     except Exception as exc:
         _report_debug()
-        return _row(spec, label, {}, "failed", _one_line(exc), **common, export_time_s=time.perf_counter() - t0)
+        return _row(spec, label, {}, "failed", one_line(exc), **common, export_time_s=time.perf_counter() - t0)
     return _row(spec, label, {}, **_numbers(result.summary), **common, export_time_s=time.perf_counter() - t0)
 
 

@@ -4,7 +4,7 @@ The script carries pgolf's own modules, not a second copy kept by hand: the
 import graph is walked (ast, nothing is imported) from `standalone.py`, the
 shipped main. Imports listed in GATED are followed only when the packed
 config uses them (GPTQ, export pruning, gradual pruning, weight averaging,
-loss penalties, the zstd and brotli codecs), so features a config does not use cost it no
+loss penalties, the ctx, zstd and brotli codecs), so features a config does not use cost it no
 bytes; such a module must be imported where it is used, never at import
 time (`bundle_modules` refuses a bundle that would break).
 
@@ -64,6 +64,7 @@ GATED: dict[str, Callable[[Config], bool]] = {
     "pgolf.train.averaging": lambda cfg: cfg.reg.ema_decay > 0 or cfg.reg.swa_start > 0,
     "pgolf.train.penalties": lambda cfg: max(cfg.reg.l1, cfg.reg.l2, cfg.reg.z_loss, cfg.reg.qerr_penalty,
                                              cfg.reg.sv_penalty) > 0,
+    "pgolf.export.ctx": lambda cfg: cfg.export.codec in ("auto", "ctx"),
     "zstandard": lambda cfg: cfg.export.codec in ("auto", "zstd"),
     "brotli": lambda cfg: cfg.export.codec in ("auto", "brotli"),
 }

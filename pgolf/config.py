@@ -272,7 +272,7 @@ def load_yaml(path: Path) -> Config:
 # --------------------------------------------------------------------------- validation
 
 _GROUPS = ("embed", "attn_q", "attn_k", "attn_v", "attn_out", "mlp_in", "mlp_out", "other")
-_CODECS = ("auto", "zlib", "zstd", "lzma", "brotli", "rans")
+_CODECS = ("auto", "zlib", "zstd", "lzma", "brotli", "rans", "ctx")
 _CLIPS = ("max", "percentile", "sdclip", "mse")
 
 

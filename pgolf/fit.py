@@ -49,8 +49,9 @@ The search, in order (every size below is exact: the real coded bytes of every s
 The search space is the `fit` config group (pgolf/config.py FitConfig,
 conf/fit/default.yaml): `pgolf fit-budget runs/x --max-bytes 420KB fit.bits=[5,6,7]`.
 Codec and clip are outer axes: the search runs once per (codec, clip, clip_k)
-and pools the candidates. codec=auto in the base config searches with `rans`
-(the entropy coder: exact sizes in milliseconds, and usually the smallest);
+and pools the candidates. codec=auto in the base config searches with `ctx`
+(the context coder: exact sizes in milliseconds, never more than a byte above
+`rans`, and usually the smallest);
 any other codec is searched as given. Byte-shuffle is not modelled: export
 only keeps a shuffled stream when it is smaller, so predicted sizes are upper
 bounds. export.prune and export.prune_kind in the base config are ignored: pruning
@@ -563,7 +564,7 @@ def export_config_of(cand: Candidate, base: C.ExportConfig) -> C.ExportConfig:
 
 def _settings(cfg: C.ExportConfig, space: C.FitConfig) -> list[_Setting]:
     clips = space.clips or (cfg.clip,)
-    codec_list = space.codecs or (("rans",) if cfg.codec == "auto" else (cfg.codec,))
+    codec_list = space.codecs or (("ctx",) if cfg.codec == "auto" else (cfg.codec,))
     out = []
     for codec in codec_list:
         for clip in clips:

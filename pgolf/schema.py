@@ -250,7 +250,7 @@ class ExportConfig:
     prune_kind: str = "magnitude"
     """magnitude (per tensor), global, rows, cols, heads or selective (smallest nonzero quantized values)."""
     codec: str = "auto"
-    """zlib, zstd, lzma, brotli, rans, or auto (smallest per tensor group)."""
+    """zlib, zstd, lzma, brotli, rans, ctx, or auto (smallest per tensor group)."""
     codec_level: int = -1
     """Compression level for zlib/zstd/lzma/brotli (-1 = each codec's maximum)."""
     shuffle: bool = False
@@ -289,7 +289,7 @@ class FitConfig:
     sdclip_ks: list[float] = field(default_factory=lambda: [10.0, 14.0, 20.0])
     """k values tried when fit.clips lists sdclip."""
     codecs: list[str] = field(default_factory=list)
-    """Codecs tried (empty: the base export.codec, with auto searched as rans)."""
+    """Codecs tried (empty: the base export.codec, with auto searched as ctx)."""
     max_prune: float = 0.3
     """Largest selective-pruning fraction the pruning fill may use (0 = no pruning)."""
     fill: float = 0.995

@@ -141,17 +141,30 @@ def _decode_kernel(words, pos, states, freq, cum, low, out):  # pragma: no cover
     return pos
 
 
+class Encoder:
+    """Codes segments into one word stream, last segment first: the Decoder reads them first to last."""
+
+    def __init__(self, n_symbols: int):
+        self.out = np.empty(n_symbols + 4, dtype=np.uint32)  # at most one word per symbol, then the two states
+        self.states = np.full(2, _LOW, dtype=np.uint64)
+        self.pos = self.out.size
+
+    def push(self, symbols: np.ndarray, low: int, freq: np.ndarray) -> None:
+        """Code int8 `symbols` under `freq` (a `frequencies` table of the values low, low + 1, ...)."""
+        self.pos = _encode_kernel(symbols, low, freq, _cumulative(freq), self.states, self.out, self.pos)
+
+    def finish(self) -> bytes:
+        self.pos -= 4
+        self.out[self.pos : self.pos + 4] = [int(x) >> shift & 0xFFFFFFFF for x in self.states for shift in (0, 32)]
+        return self.out[self.pos :].astype("<u4", copy=False).tobytes()
+
+
 def encode(segments: list[tuple[np.ndarray, int, np.ndarray]]) -> bytes:
     """Code (int8 symbols, low, frequencies of the values low, low + 1, ...) segments into one word stream."""
-    size = sum(symbols.size for symbols, _, _ in segments) + 4  # at most one word per symbol
-    out = np.empty(size, dtype=np.uint32)
-    states = np.full(2, _LOW, dtype=np.uint64)
-    pos = size
+    encoder = Encoder(sum(symbols.size for symbols, _, _ in segments))
     for symbols, low, freq in reversed(segments):
-        pos = _encode_kernel(symbols, low, freq, _cumulative(freq), states, out, pos)
-    pos -= 4
-    out[pos : pos + 4] = [int(x) >> shift & 0xFFFFFFFF for x in states for shift in (0, 32)]
-    return out[pos:].astype("<u4", copy=False).tobytes()
+        encoder.push(symbols, low, freq)
+    return encoder.finish()
 
 
 class Decoder:

@@ -264,10 +264,10 @@ def tensor_streams(value: QuantizedTensor | Tensor) -> dict[str, tuple[bytes, in
 def _encode_stream(codec: str, raw: bytes, itemsize: int, row_len: int, cfg: ExportConfig) -> tuple[bytes, bool]:
     """(coded bytes, shuffled?) of one stream, trying the byte-shuffled form when `shuffle` is on.
 
-    rans codes the byte planes of multi-byte values apart already, so it is never shuffled.
+    rans and ctx code the byte planes of multi-byte values apart already, so they are never shuffled.
     """
     plain = codecs.encode(codec, raw, cfg.codec_level, itemsize, row_len)
-    if not cfg.shuffle or itemsize == 1 or not raw or codec == "rans":
+    if not cfg.shuffle or itemsize == 1 or not raw or codec in codecs.ENTROPY_CODERS:
         return plain, False
     shuffled = codecs.encode(codec, _shuffle(raw, itemsize), cfg.codec_level)
     return (shuffled, True) if len(shuffled) < len(plain) else (plain, False)

@@ -1,15 +1,19 @@
-"""Byte codecs for artifact streams: zlib, zstd, lzma, brotli and `rans`.
+"""Byte codecs for artifact streams: zlib, zstd, lzma, brotli, `rans` and `ctx`.
 
 Every codec maps bytes to bytes; `decode` is told the decoded length and
 checks it, so a corrupt stream is an ArtifactError, never a short tensor.
 
 What is non-standard here:
 - `rans` is our entropy coder (rans.py: histograms fitted to each stream,
-  row buckets, compact heads; ans.py: the compiled rANS core).
+  row buckets, compact heads; ans.py: the compiled rANS core); `ctx` codes a
+  matrix's levels under histograms conditioned on row group, column group and
+  the level above (ctx.py), and is a rans stream whenever that is smaller.
+  ctx is imported where it is used: a packed script whose config cannot
+  choose it does not carry it.
 - zlib writes raw deflate (no 6-byte wrapper) and lzma the 13-byte .lzma
   container instead of .xz's ~60: artifacts hold hundreds of streams.
 - level -1 means each codec's maximum (zlib 9, zstd 22, lzma 9, brotli 11);
-  rans has no levels and ignores it.
+  rans and ctx have no levels and ignore it.
 - brotli and zstandard are core dependencies, and `codec=auto` always tries
   all of CODECS: one config gives the same bytes on every install. A missing
   library is a CodecError naming the package, never a silent switch to another
@@ -26,9 +30,11 @@ import numpy as np
 from pgolf.errors import ArtifactError, CodecError
 from pgolf.export import rans
 
-CODECS = ("zlib", "zstd", "lzma", "brotli", "rans")
-MAX_LEVEL = {"zlib": 9, "zstd": 22, "lzma": 9, "brotli": 11, "rans": 0}
-_MIN_LEVEL = {"zlib": 0, "zstd": 1, "lzma": 0, "brotli": 0, "rans": 0}
+CODECS = ("zlib", "zstd", "lzma", "brotli", "rans", "ctx")
+MAX_LEVEL = {"zlib": 9, "zstd": 22, "lzma": 9, "brotli": 11, "rans": 0, "ctx": 0}
+_MIN_LEVEL = {"zlib": 0, "zstd": 1, "lzma": 0, "brotli": 0, "rans": 0, "ctx": 0}
+ENTROPY_CODERS = ("rans", "ctx")
+"""Codecs that read the stream's layout (item size, row length) and code fp16 byte planes apart (never shuffled)."""
 
 
 def _brotli():
@@ -70,7 +76,7 @@ def available_codecs() -> list[str]:
 
 
 def _level(codec: str, level: int) -> int:
-    if level == -1 or codec == "rans":  # rans has no levels
+    if level == -1 or codec in ENTROPY_CODERS:  # they have no levels
         return MAX_LEVEL[codec]
     if not _MIN_LEVEL[codec] <= level <= MAX_LEVEL[codec]:
         raise CodecError(f"codec {codec} level must be in {_MIN_LEVEL[codec]}..{MAX_LEVEL[codec]} or -1, got {level}")
@@ -81,7 +87,7 @@ def encode(codec: str, data: bytes | np.ndarray, level: int = -1, itemsize: int 
     """Compress `data` (bytes, or an array taken as its raw bytes) with `codec` at `level`.
 
     `itemsize` (bytes per value, e.g. 2 for fp16) and `row_len` (values per row
-    of a quantized matrix) describe the layout; only `rans` uses them, and
+    of a quantized matrix) describe the layout; only `rans` and `ctx` use them, and
     `decode` must be given the same values.
     """
     check_codec(codec)
@@ -98,6 +104,10 @@ def encode(codec: str, data: bytes | np.ndarray, level: int = -1, itemsize: int 
         return lzma.compress(raw, format=lzma.FORMAT_ALONE, filters=filters)
     if codec == "brotli":
         return _brotli().compress(raw, quality=level, lgwin=24)
+    if codec == "ctx":
+        from pgolf.export import ctx
+
+        return ctx.encode(np.frombuffer(raw, dtype=np.int8), itemsize, row_len)
     return rans.encode(np.frombuffer(raw, dtype=np.int8), itemsize, row_len)
 
 
@@ -114,6 +124,10 @@ def decode(codec: str, blob: bytes, n_bytes: int, itemsize: int = 1, row_len: in
             raw = lzma.LZMADecompressor(format=lzma.FORMAT_ALONE).decompress(blob, max_length=n_bytes + 1)
         elif codec == "brotli":
             raw = _brotli().decompress(blob)
+        elif codec == "ctx":
+            from pgolf.export import ctx
+
+            raw = ctx.decode(blob, n_bytes, itemsize, row_len).tobytes()
         else:
             raw = rans.decode(blob, n_bytes, itemsize, row_len).tobytes()
     except ArtifactError:

@@ -32,9 +32,10 @@
 - The hot loops (row histograms, Lloyd steps, description costs, Rice codes)
   are compiled with numba: the bucket search took 0.34 s in numpy on the
   bench, 0.05 s compiled, against ~2.6 s for zstd-22 to code the same bytes.
-- Not done: a context on the previous symbol's magnitude (the bench's rows
-  are i.i.d., so only a real checkpoint can show a gain; it multiplies the
-  histograms to store); one shared histogram set per tensor group (each
+- Contexts beyond row buckets (column groups, the level above) are the
+  `ctx` codec's (ctx.py), which reuses these heads and this module's
+  streams as its fallback.
+- Not done: one shared histogram set per tensor group (each
   stream is coded on its own by the codec API); finer splits of fp16 scales
   than byte planes (estimated within 0.5 KB of them: scales spread over ~4
   octaves at 10-bit precision, ~11.6 bits each whatever the split).
@@ -62,7 +63,7 @@ _LLOYD_STEPS = 4
 
 # --------------------------------------------------------------------------- varints and entropy
 
-def _put_varint(out: bytearray, value: int) -> None:
+def put_varint(out: bytearray, value: int) -> None:
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
@@ -96,7 +97,7 @@ def entropy_bits(symbols: np.ndarray) -> float:
 
 # --------------------------------------------------------------------------- histogram descriptions
 
-class _Model(NamedTuple):
+class Model(NamedTuple):
     """A segment's histogram as the stream head stores it, the weights the coder uses, and the bits it costs."""
 
     tag: int
@@ -187,7 +188,7 @@ def _describe(counts, low):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True)
-def _trimmed_bits(counts, low):  # pragma: no cover - compiled
+def trimmed_bits(counts, low):  # pragma: no cover - compiled
     """_describe's bits of counts that may have absent values at either end (a bucket's histogram)."""
     first, last = 0, counts.size - 1
     while counts[first] == 0:
@@ -197,25 +198,25 @@ def _trimmed_bits(counts, low):  # pragma: no cover - compiled
     return _describe(counts[first : last + 1].copy(), low + first)[0]
 
 
-def _fit_model(low: int, counts: np.ndarray) -> _Model:
+def fit_model(low: int, counts: np.ndarray) -> Model:
     """The cheaper of the plain and the symmetric description of a histogram (`counts` from `low` on,
     both ends present)."""
     counts = np.ascontiguousarray(counts, dtype=np.int64)
     m = len(counts)
     bits, symmetric, rice_r = _describe(counts, low)
     if m == 1:
-        return _Model(2, low, np.ones(1, dtype=np.int64), 0, np.ones(1, dtype=np.int64), bits)
+        return Model(2, low, np.ones(1, dtype=np.int64), 0, np.ones(1, dtype=np.int64), bits)
     stored = counts[m // 2 :] + counts[m // 2 :: -1] if symmetric else counts
     roots = _roots_of(stored)
     squares = roots * roots
     weights = np.concatenate([squares[:0:-1], squares]) if symmetric else squares
-    return _Model(2 * m + int(symmetric), low, roots, rice_r, weights, bits)
+    return Model(2 * m + int(symmetric), low, roots, rice_r, weights, bits)
 
 
-def _trimmed_model(counts: np.ndarray, low: int) -> _Model:
-    """_fit_model of counts that may have absent values at either end (bucket histograms)."""
+def trimmed_model(counts: np.ndarray, low: int) -> Model:
+    """fit_model of counts that may have absent values at either end (bucket histograms)."""
     present = np.flatnonzero(counts)
-    return _fit_model(low + int(present[0]), counts[present[0] : present[-1] + 1])
+    return fit_model(low + int(present[0]), counts[present[0] : present[-1] + 1])
 
 
 @numba.njit(cache=True)
@@ -237,13 +238,13 @@ def _pack_rice(zigzags, r):  # pragma: no cover - compiled
     return out
 
 
-def _put_model(head: bytearray, model: _Model) -> None:
-    _put_varint(head, model.tag)
+def put_model(head: bytearray, model: Model) -> None:
+    put_varint(head, model.tag)
     if not model.tag & 1:
-        _put_varint(head, (model.low << 1) ^ (model.low >> 63))  # zigzag
+        put_varint(head, (model.low << 1) ^ (model.low >> 63))  # zigzag
     if model.tag == 2:  # one value
         return
-    _put_varint(head, int(model.roots[0]))
+    put_varint(head, int(model.roots[0]))
     head.append(model.rice_r)
     head += _pack_rice(_zigzag_deltas(model.roots), model.rice_r).tobytes()
 
@@ -365,11 +366,11 @@ def _partition_bits(hist, ids, k, low):  # pragma: no cover - compiled
     id_counts = np.bincount(ids, minlength=k)
     bits = _describe(id_counts, 0)[0]
     for counts in _bucket_histograms(hist, ids, k):
-        bits += _trimmed_bits(counts, low)
+        bits += trimmed_bits(counts, low)
     return bits
 
 
-def _row_buckets(rows: np.ndarray) -> tuple[np.ndarray, list[_Model]]:
+def _row_buckets(rows: np.ndarray) -> tuple[np.ndarray, list[Model]]:
     """(bucket id per row, 0..K-1, models) minimizing the estimated coded size; ids all 0 when buckets do not pay.
 
     The models are the whole matrix's when K = 1, else the bucket ids' then each bucket's.
@@ -401,22 +402,22 @@ def _row_buckets(rows: np.ndarray) -> tuple[np.ndarray, list[_Model]]:
             j += 1
         while j == start and j > 0 and bits_at(j - 1) < bits_at(j):
             start, j = start - 1, j - 1
-        if bits_at(j) < _trimmed_bits(hist.sum(0), low):
+        if bits_at(j) < trimmed_bits(hist.sum(0), low):
             _, best_ids, best_k = tried[j]
     if best_k == 1:
-        return best_ids, [_trimmed_model(hist.sum(0), low)]
+        return best_ids, [trimmed_model(hist.sum(0), low)]
     per_bucket = _bucket_histograms(hist, best_ids, best_k)
-    return best_ids, [_fit_model(0, np.bincount(best_ids))] + [_trimmed_model(h, low) for h in per_bucket]
+    return best_ids, [fit_model(0, np.bincount(best_ids))] + [trimmed_model(h, low) for h in per_bucket]
 
 
 # --------------------------------------------------------------------------- encode
 
-def _segments(symbols: np.ndarray, itemsize: int, row_len: int) -> list[tuple[np.ndarray, _Model]]:
+def _segments(symbols: np.ndarray, itemsize: int, row_len: int) -> list[tuple[np.ndarray, Model]]:
     """(symbols, model) of each segment to code, in order: byte planes; or bucket ids then each bucket's rows;
     or the whole stream."""
     if itemsize > 1:
         planes = symbols.reshape(-1, itemsize).T
-        return [(plane, _fit_model(*histogram(plane))) for plane in planes]
+        return [(plane, fit_model(*histogram(plane))) for plane in planes]
     if row_len > 0:
         rows = symbols.reshape(-1, row_len)
         ids, models = _row_buckets(rows)
@@ -425,7 +426,7 @@ def _segments(symbols: np.ndarray, itemsize: int, row_len: int) -> list[tuple[np
             bucket_rows = np.split(rows[order], np.cumsum(np.bincount(ids))[:-1])
             return list(zip([ids.astype(np.int8)] + [part.ravel() for part in bucket_rows], models))
         return [(symbols, models[0])]
-    return [(symbols, _fit_model(*histogram(symbols)))]
+    return [(symbols, fit_model(*histogram(symbols)))]
 
 
 def encode(symbols: np.ndarray, itemsize: int, row_len: int) -> bytes:
@@ -435,14 +436,14 @@ def encode(symbols: np.ndarray, itemsize: int, row_len: int) -> bytes:
     segments = _segments(symbols, itemsize, row_len)
     head, coded = bytearray(), []
     if row_len > 0 and itemsize == 1:
-        _put_varint(head, len(segments) - 1 if len(segments) > 1 else 1)  # bucket count K
+        put_varint(head, len(segments) - 1 if len(segments) > 1 else 1)  # bucket count K
     for segment, model in segments:
         if model.bits / 8 >= segment.size:  # near-uniform and short (a mantissa plane): store it as it is
-            _put_varint(head, _RAW)
-            _put_varint(head, segment.size)
+            put_varint(head, _RAW)
+            put_varint(head, segment.size)
             head += segment.tobytes()
             continue
-        _put_model(head, model)
+        put_model(head, model)
         if model.tag != 2:  # more than one value
             coded.append((segment, model.low, ans.frequencies(model.weights)))
     return bytes(head) + (ans.encode(coded) if coded else b"")
@@ -450,7 +451,7 @@ def encode(symbols: np.ndarray, itemsize: int, row_len: int) -> bytes:
 
 # --------------------------------------------------------------------------- decode
 
-class _SegmentReader:
+class SegmentReader:
     """Reads segment heads from the start of the stream, then decodes segments in order from the rANS words."""
 
     def __init__(self, blob: bytes):
@@ -469,7 +470,7 @@ class _SegmentReader:
             shift += 7
 
     def counts(self, n: int) -> np.ndarray:
-        """Weights of a histogram written by _put_model, `n` stored counts long."""
+        """Weights of a histogram written by put_model, `n` stored counts long."""
         first = self.varint()
         if self.pos >= len(self.blob) or first >= _MAX_ROOT:
             raise ArtifactError("corrupt rans stream (truncated histogram)")
@@ -537,7 +538,7 @@ def decode(blob: bytes, n_bytes: int, itemsize: int, row_len: int) -> np.ndarray
         if blob:
             raise ArtifactError("rans stream of 0 symbols is not empty")
         return np.zeros(0, dtype=np.int8)
-    reader = _SegmentReader(blob)
+    reader = SegmentReader(blob)
     if itemsize > 1:
         if n_bytes % itemsize:
             raise ArtifactError(f"rans stream of {n_bytes} bytes is not a whole number of {itemsize}-byte items")

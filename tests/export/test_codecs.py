@@ -103,7 +103,7 @@ def test_rans_stores_half_a_symmetric_histogram_and_all_of_a_skewed_one():
     skewed = np.where(levels > 0, levels // 3, levels)  # positive side squeezed, alphabet still -31..31
     skewed[:2] = (31, 30)
     for symbols, symmetric in ((levels, True), (skewed, False)):
-        model = rans._fit_model(*rans.histogram(symbols))
+        model = rans.fit_model(*rans.histogram(symbols))
         assert bool(model.tag & 1) == symmetric
         assert model.bits <= rans.entropy_bits(symbols) + 8 * 48  # within a 48-byte head of the bound
         assert codecs.decode("rans", codecs.encode("rans", symbols), symbols.size) == symbols.tobytes()

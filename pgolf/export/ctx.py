@@ -4,32 +4,47 @@
 that: columns differ in spread as rows do, and in the embedding, rows of
 tokens the text rarely uses drift together, so a level predicts the level
 below it. `ctx` codes each level of a matrix under the histogram of its
-context, the triple
+context, the 4-tuple
 
-    (row group, column group, class of the level above)
+    (row group, column group, class of the level above, match class)
 
 with K row groups (quantiles of a row key, K in 1..16), L column groups
-(quantiles of the column's sum of squared levels, L in 1..8) and A classes of
-the level in the previous coded row (clipped to -A//2..A//2, A in 1..25).
+(quantiles of the column's sum of squared levels, L in 1..8), A classes of
+the level in the previous coded row (clipped to -A//2..A//2, A in 1..25) and
+M match classes (how many of the row's previous 4 levels equalled the level
+above them, clipped to M - 1; M in 1, 2, 3, 5).
 
 What is non-standard here:
-- The encoder picks the structure per tensor by its exact coded size: every
-  context's histogram head (rans's compact square-root format) plus the
-  levels' code length under it, plus the group ids. Structures nest (fewer
-  groups merge neighbouring quantiles, fewer classes clip further), so one
-  pass over the levels gives the histograms of every structure; a coordinate
-  descent over (K, L, A) then tries a few dozen of them.
+- Static histograms, fitted per tensor, not adaptive binary models: the
+  encoder sees every structure's exact size and keeps the smallest, and
+  decoding stays one table lookup a level. The structure is chosen by its
+  exact coded size: every context's histogram head (rans's square-root
+  format, ~17 bytes a context) plus the levels' code length under it, plus
+  the group ids. Structures nest (fewer groups merge neighbouring quantiles,
+  fewer classes clip further), so one pass over the levels gives the
+  histograms of every coarser structure. Row and column groups are chosen
+  first (one histogram per group pair: the matrices' contexts), then a
+  coordinate descent over (K, L, A, M) within them.
+- Measured (bench/bench_codecs.py, int6 mse): the column groups are what pays
+  on matrices (mlp_out -1.6% against rans on a 9.7M-parameter checkpoint);
+  the level above is what pays on the embedding (-7.5% there, -11% on the
+  demo model); the match classes add little once row groups split the
+  drifting rows from the rest.
 - Row keys: the row's sum of squared levels (its spread, as rans ranks rows),
   or its projection on the levels' first principal direction (integer power
   iteration, so every machine sorts alike), which groups the embedding's
   drifting rows.
 - Row order: rows are coded in their natural order, or grouped by row group
   (stable): a permutation that costs nothing beyond the group ids, and puts
-  similar rows above each other.
-- The stream is a `rans` stream behind a mode byte whenever that is smaller
-  (or the stream is not a matrix: scales and float tensors), so `ctx` is never
-  more than one byte larger than `rans`.
-- Layout of a context stream: mode byte 1; varints K, L, A; the order byte;
+  similar rows above each other. A full sort by the principal key, stored
+  (~1.1 KB for 1,024 rows), gained less than it cost on the demo embedding,
+  and even a greedy nearest-neighbour chain (O(n^2)) only reached 1.3% under
+  the grouped order before paying for its permutation.
+- The stream is the `rans` stream itself whenever that is smaller (or the
+  stream is not a matrix: scales and float tensors), so `ctx` is never larger
+  than `rans`: a context stream starts with a 0 byte, which a rans row stream
+  never does (it starts with its bucket count, >= 1).
+- Layout of a context stream: a 0 byte; varints K, L, A, M; the order byte;
   the heads of the row ids (K > 1) and column ids (L > 1); one head per
   context in (row group, column group, class) order, 0 for a context no level
   uses; then one rANS word stream (ans.Encoder): row ids, column ids, levels.
@@ -49,7 +64,7 @@ import numpy as np
 from pgolf.errors import ArtifactError
 from pgolf.export import ans, rans
 
-_MODE_RANS, _MODE_CONTEXT = 0, 1
+_CONTEXT_MARK = 0  # first byte of a context stream: a rans row stream starts with its bucket count, >= 1
 _NATURAL, _GROUPED = 0, 1
 _ROW_GROUPS = (1, 2, 4, 8, 16)
 _COL_GROUPS = (1, 2, 4, 8)
@@ -343,7 +358,7 @@ def _encode_plan(levels: np.ndarray, plan: _Plan) -> bytes:
     m = int(levels.max()) - low + 1
     counts = np.bincount(contexts.astype(np.int64) * m + (rows.reshape(-1).astype(np.int64) - low),
                          minlength=n_contexts * m).reshape(n_contexts, m)
-    head = bytearray([_MODE_CONTEXT])
+    head = bytearray([_CONTEXT_MARK])
     for value in plan.shape:
         rans.put_varint(head, value)
     head.append(plan.order)
@@ -372,15 +387,16 @@ def _encode_plan(levels: np.ndarray, plan: _Plan) -> bytes:
 
 
 def encode(symbols: np.ndarray, itemsize: int, row_len: int) -> bytes:
-    """The ctx stream of int8 `symbols` (`itemsize` bytes per value, `row_len` values per matrix row)."""
-    fallback = bytes([_MODE_RANS]) + rans.encode(symbols, itemsize, row_len)
+    """The ctx stream of int8 `symbols` (`itemsize` bytes per value, `row_len` values per matrix row): a context
+    stream, or the rans stream when that is smaller or the symbols are not a matrix of levels."""
+    plain = rans.encode(symbols, itemsize, row_len)
     if itemsize != 1 or row_len <= 0 or symbols.size < 2 * row_len:
-        return fallback
+        return plain
     levels = symbols.reshape(-1, row_len)
     if levels.min() == levels.max():
-        return fallback
+        return plain
     coded = _encode_plan(levels, _best_plan(levels))
-    return coded if len(coded) < len(fallback) else fallback
+    return coded if len(coded) < len(plain) else plain
 
 
 # --------------------------------------------------------------------------- decode
@@ -396,13 +412,10 @@ def _read_ids(reader: rans.SegmentReader, groups: int, n: int, what: str) -> tup
 
 def decode(blob: bytes, n_bytes: int, itemsize: int, row_len: int) -> np.ndarray:
     """The int8 values of a ctx stream made by `encode` with the same layout; ArtifactError if corrupt."""
-    if not blob:
-        raise ArtifactError("corrupt ctx stream (empty)")
-    if blob[0] == _MODE_RANS:
-        return rans.decode(blob[1:], n_bytes, itemsize, row_len)
-    if blob[0] != _MODE_CONTEXT or itemsize != 1 or row_len <= 0 or n_bytes % row_len:
-        raise ArtifactError(f"corrupt ctx stream (mode {blob[0]} for a stream of {n_bytes} bytes in rows of "
-                            f"{row_len})")
+    if itemsize != 1 or row_len <= 0 or not blob or blob[0] != _CONTEXT_MARK:
+        return rans.decode(blob, n_bytes, itemsize, row_len)
+    if n_bytes % row_len:
+        raise ArtifactError(f"corrupt ctx stream ({n_bytes} bytes are not a whole number of {row_len}-byte rows)")
     n_rows = n_bytes // row_len
     reader = rans.SegmentReader(blob)
     reader.pos = 1

@@ -227,10 +227,11 @@ def _best_plan(levels: np.ndarray) -> _Plan:
             hist = _histograms(levels[coded], row_ids[coded], col_ids, k, cg, classes, matches, low, m)
             row_choices = (k,) if order == _GROUPED else tuple(g for g in rows_up_to if g <= k)
             choices = [row_choices, tuple(g for g in cols_up_to if g <= cg), _ABOVE_CLASSES, _MATCH_CLASSES]
-            start = (len(choices[0]) - 1, len(choices[1]) - 1, 0, 0)
-            bits, shape = _descend(hist, low, choices, start, ids_bits)
-            if best is None or bits < best.bits:
-                best = _Plan(bits, row_ranks * shape[0] // n_rows, col_ranks * shape[1] // n_cols, shape, order)
+            found = (len(choices[0]) - 1, len(choices[1]) - 1, 0, 0)
+            for start in dict.fromkeys([found, (0, 0, 0, 0)]):  # from the groups found, and from none
+                bits, shape = _descend(hist, low, choices, start, ids_bits)
+                if best is None or bits < best.bits:
+                    best = _Plan(bits, row_ranks * shape[0] // n_rows, col_ranks * shape[1] // n_cols, shape, order)
     return best
 
 
@@ -401,7 +402,8 @@ def encode(symbols: np.ndarray, itemsize: int, row_len: int) -> bytes:
 
 # --------------------------------------------------------------------------- decode
 
-def _read_ids(reader: rans.SegmentReader, groups: int, n: int, what: str) -> tuple[int, np.ndarray | None] | None:
+def _read_ids(reader: rans.SegmentReader, groups: int, what: str) -> tuple[int, np.ndarray | None] | None:
+    """The head of a group id segment: values 0..groups-1 only, so decoded ids need no further check."""
     if groups == 1:
         return None
     low, spec = reader.segment()
@@ -428,8 +430,8 @@ def decode(blob: bytes, n_bytes: int, itemsize: int, row_len: int) -> np.ndarray
         raise ArtifactError("corrupt ctx stream (no row order)")
     order = blob[reader.pos]
     reader.pos += 1
-    row_model = _read_ids(reader, k, n_rows, "row")
-    col_model = _read_ids(reader, cg, row_len, "column")
+    row_model = _read_ids(reader, k, "row")
+    col_model = _read_ids(reader, cg, "column")
     models: list[tuple[int, np.ndarray | None] | None] = []
     for _ in range(k * cg * a * mm):
         if reader.pos < len(blob) and blob[reader.pos] == 0:
@@ -445,14 +447,9 @@ def decode(blob: bytes, n_bytes: int, itemsize: int, row_len: int) -> np.ndarray
     decoder = ans.Decoder(blob[reader.pos :])
     reader.decoder = decoder
     ids = []
-    for model, groups, n in ((row_model, k, n_rows), (col_model, cg, row_len)):
-        if model is None:
-            ids.append(np.zeros(n, dtype=np.int64))
-            continue
-        values = reader.decode(model, np.empty(n, dtype=np.int8))
-        if values.min() < 0 or values.max() >= groups:
-            raise ArtifactError(f"corrupt ctx stream (group ids outside 0..{groups - 1})")
-        ids.append(values.astype(np.int64))
+    for model, n in ((row_model, n_rows), (col_model, row_len)):
+        ids.append(np.zeros(n, dtype=np.int64) if model is None
+                   else reader.decode(model, np.empty(n, dtype=np.int8)).astype(np.int64))
     row_ids, col_ids = ids
     low, freq, cum, start, usable = _tables(models)
     coding_order = _coding_order(row_ids, order)

@@ -297,7 +297,7 @@ def _bucket_histograms(hist, ids, k):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True)
-def _code_lengths(counts):  # pragma: no cover - compiled
+def code_lengths(counts):  # pragma: no cover - compiled
     """Whole 1/_FIXED-bit code lengths of a histogram smoothed by 1/2 per value. Integers: the costs summed
     from them are exact whatever the order (deterministic bytes), and integer dot products vectorize."""
     total = counts.sum() + 0.5 * counts.size
@@ -333,12 +333,12 @@ def _lloyd(hist, folded, low, ids, k, steps):  # pragma: no cover - compiled
         per_bucket = _bucket_histograms(hist, ids, k)
         code_len = np.zeros((k, width), dtype=np.int64)
         for b in range(k):
-            lengths = _code_lengths(per_bucket[b])
+            lengths = code_lengths(per_bucket[b])
             for v in range(m):
                 value = low + v
                 paired = value != 0 and 0 <= -value - low < m  # -value is in the alphabet too
                 code_len[b, abs(value)] += lengths[v] if paired else 2 * lengths[v]
-        id_len = 2 * _code_lengths(np.bincount(ids, minlength=k))
+        id_len = 2 * code_lengths(np.bincount(ids, minlength=k))
         nearest = np.empty(n_rows, dtype=np.int64)
         for i in range(n_rows):
             row = folded[i]

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pgolf.errors import ArtifactError
-from pgolf.export import ans, codecs, ctx, rans
+from pgolf.export import ans, codecs, ctx, ctx_model, ctx_search, rans
 
 from .test_codecs import int6_levels
 
@@ -216,9 +216,9 @@ def planned(levels: np.ndarray, row_ids: np.ndarray, n_col: int, shapes: tuple[t
     damage tests start from do not depend on the structure search (tests below check what it picks). Column c
     is in column group c % n_col; chosen reference rows are picked as the encoder picks them."""
     coded = np.argsort(row_ids, kind="stable") if order == GROUPED else np.arange(row_ids.size)
-    offsets = (ctx._choose_offsets(levels[coded], WINDOW) if reference == CHOSEN
-               else ctx._fixed_offsets(row_ids.size, reference))
-    plan = ctx._Plan(0.0, row_ids, np.arange(levels.shape[1]) % n_col, n_col, shapes, reference, offsets, order)
+    offsets = (ctx_search.choose_offsets(levels[coded], WINDOW) if reference == CHOSEN
+               else ctx_model.fixed_offsets(row_ids.size, reference))
+    plan = ctx_model.Plan(0.0, row_ids, np.arange(levels.shape[1]) % n_col, n_col, shapes, reference, offsets, order)
     return ctx._encode_plan(levels, plan)
 
 

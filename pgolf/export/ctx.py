@@ -112,7 +112,6 @@ def _encode_kernel(symbols, contexts, low, freq, cum, states, out, pos):  # prag
     return pos
 
 
-
 @numba.njit(cache=True, nogil=True)
 def _decode_kernel(words, pos, states, row_ids, col_ids, n_col, shapes, bases, reference, offsets, low, freq, cum,
                    start, usable, out):  # pragma: no cover - compiled
@@ -156,7 +155,6 @@ def _decode_kernel(words, pos, states, row_ids, col_ids, n_col, shapes, bases, r
     return pos
 
 
-
 def _tables(models: list[tuple[int, np.ndarray | None] | None]) -> tuple[int, np.ndarray, np.ndarray, np.ndarray,
                                                                          np.ndarray]:
     """(low, freq, cum, coarse start, usable) tables of the contexts' (low, frequencies or None for one value)
@@ -183,7 +181,6 @@ def _tables(models: list[tuple[int, np.ndarray | None] | None]) -> tuple[int, np
     for k in range(len(models)):
         start[k] = np.searchsorted(cum[k], marks, side="right") - 1
     return low, freq, cum, start, usable
-
 
 
 def _encode_plan(levels: np.ndarray, plan: Plan) -> bytes:
@@ -234,7 +231,6 @@ def _encode_plan(levels: np.ndarray, plan: Plan) -> bytes:
     return bytes(head) + encoder.finish()
 
 
-
 def encode(symbols: np.ndarray, itemsize: int, row_len: int) -> bytes:
     """The ctx stream of int8 `symbols` (`itemsize` bytes per value, `row_len` values per matrix row): a context
     stream, or the rans stream when that is smaller or the symbols are not a matrix of levels."""
@@ -248,7 +244,6 @@ def encode(symbols: np.ndarray, itemsize: int, row_len: int) -> bytes:
     return coded if len(coded) < len(plain) else plain
 
 
-
 def _read_ids(reader: rans.SegmentReader, groups: int, what: str) -> tuple[int, np.ndarray | None] | None:
     """The head of a group id segment: values 0..groups-1 only, so decoded ids need no further check."""
     if groups == 1:
@@ -257,7 +252,6 @@ def _read_ids(reader: rans.SegmentReader, groups: int, what: str) -> tuple[int, 
     if isinstance(spec, bytes) or low != 0 or (spec is not None and spec.size > groups):
         raise ArtifactError(f"corrupt ctx stream ({what} ids are not a histogram of {groups} groups)")
     return low, spec
-
 
 
 def _read_structure(reader: rans.SegmentReader, n_rows: int, row_len: int) -> tuple[int, int, int, np.ndarray]:
@@ -281,7 +275,6 @@ def _read_structure(reader: rans.SegmentReader, n_rows: int, row_len: int) -> tu
     if group_sizes(shapes).sum() > MAX_CONTEXTS:
         raise ArtifactError(f"corrupt ctx stream ({group_sizes(shapes).sum()} contexts, over {MAX_CONTEXTS})")
     return n_col, reference, order, shapes
-
 
 
 def decode(blob: bytes, n_bytes: int, itemsize: int, row_len: int) -> np.ndarray:

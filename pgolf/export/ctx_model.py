@@ -45,15 +45,13 @@ class Plan(NamedTuple):
     reference)."""
     reference: int
     offsets: np.ndarray
-    """Reference row offset of each coded row (stored for CHOSEN, for the rows whose group has classes)."""
+    """Reference row offset of each coded row (stored for CHOSEN, for the rows whose group reads its reference)."""
     order: int
-
 
 
 def coding_order(row_ids: np.ndarray, order: int) -> np.ndarray:
     """Rows in the order they are coded: natural, or grouped by row id (stable)."""
     return np.argsort(row_ids, kind="stable") if order == GROUPED else np.arange(row_ids.size)
-
 
 
 def fixed_offsets(n_rows: int, reference: int) -> np.ndarray:
@@ -62,7 +60,6 @@ def fixed_offsets(n_rows: int, reference: int) -> np.ndarray:
     offsets = np.full(n_rows, 1 if reference == ABOVE else 0, dtype=np.int64)
     offsets[0] = 0
     return offsets
-
 
 
 @numba.njit(cache=True)
@@ -79,7 +76,6 @@ def reference_row(rows, r, reference, offsets, out):  # pragma: no cover - compi
         out[c] = max(min(a, b), min(max(a, b), d))
 
 
-
 @numba.njit(cache=True)
 def wrapped(value):  # pragma: no cover - compiled
     """`value` modulo 256 as int8: differences of int8 levels always fit, and adding the reference back undoes
@@ -87,11 +83,9 @@ def wrapped(value):  # pragma: no cover - compiled
     return ((value + 128) & 255) - 128
 
 
-
 @numba.njit(cache=True)
 def popcount4(bits):  # pragma: no cover - compiled
     return (bits & 1) + (bits >> 1 & 1) + (bits >> 2 & 1) + (bits >> 3 & 1)
-
 
 
 @numba.njit(cache=True)
@@ -100,7 +94,6 @@ def row_bases(col_ids, n_col, shape, base, out):  # pragma: no cover - compiled
     cg, a, mm = shape[0], shape[1], shape[2]
     for c in range(col_ids.size):
         out[c] = base + col_ids[c] * cg // n_col * a * mm
-
 
 
 @numba.njit(cache=True)
@@ -127,11 +120,9 @@ def context_indices(rows, row_ids, col_ids, n_col, shapes, bases, reference, off
     return out, symbols
 
 
-
 def referencing(shapes) -> np.ndarray:
     """Per row group: does it read the reference row (reference or match classes, or coding differences)?"""
     return np.array([tuple(shape[1:]) != (1, 1, 0) for shape in shapes], dtype=np.bool_)
-
 
 
 def group_sizes(shapes: np.ndarray) -> np.ndarray:
@@ -139,11 +130,9 @@ def group_sizes(shapes: np.ndarray) -> np.ndarray:
     return shapes[:, 0] * shapes[:, 1] * shapes[:, 2]
 
 
-
 def stored_offsets(offsets: np.ndarray, coded_row_ids: np.ndarray, shapes) -> np.ndarray:
     """The offsets a CHOSEN stream stores: those of the rows (coding order) whose group reads its reference."""
     return offsets[referencing(shapes)[coded_row_ids]]
-
 
 
 def context_bases(shapes: np.ndarray) -> np.ndarray:

@@ -55,7 +55,6 @@ def _quantile_ids(key: np.ndarray, groups: int) -> np.ndarray:
     return ranks * groups // key.size
 
 
-
 @numba.njit(cache=True)
 def choose_offsets(rows, window):  # pragma: no cover - compiled
     """Per coded row, how far back its reference row is (0: none, zeros): the row among the `window` rows above
@@ -72,7 +71,6 @@ def choose_offsets(rows, window):  # pragma: no cover - compiled
             if same > best:
                 best, offsets[r] = same, d
     return offsets
-
 
 
 @numba.njit(cache=True)
@@ -92,7 +90,6 @@ def _histograms(rows, row_ids, col_ids, n_row, n_col, classes, matches, referenc
             hist[row_ids[r], col_ids[c], a, min(popcount4(recent), matches - 1), symbol - low] += 1
             recent = ((recent << 1) | (rows[r, c] == ref[c])) & 15
     return hist
-
 
 
 @numba.njit(cache=True)
@@ -118,17 +115,14 @@ def _structure_bits(hist, k, cg, a, mm, low):  # pragma: no cover - compiled
     return bits
 
 
-
 def _ids_bits(ids: np.ndarray, groups: int) -> float:
     return rans.trimmed_bits(np.bincount(ids, minlength=groups), 0) if groups > 1 else 0.0
-
 
 
 def _offsets_bits(offsets: np.ndarray, coded_row_ids: np.ndarray, shapes, reference: int) -> float:
     """Bits of the reference offsets a CHOSEN stream stores (head and codes)."""
     stored = stored_offsets(offsets, coded_row_ids, shapes)
     return rans.trimmed_bits(np.bincount(stored), 0) if reference == CHOSEN and stored.size else 0.0
-
 
 
 def _descend(bits_of_shape, choices: list[tuple[int, ...]], start: tuple[int, ...]) -> tuple[float, tuple[int, ...]]:
@@ -150,7 +144,6 @@ def _descend(bits_of_shape, choices: list[tuple[int, ...]], start: tuple[int, ..
                 if 0 <= at[d] < len(choices[d]) and bits_of(at) < bits_of(best):
                     best, improved = at, True
     return bits_of(best), tuple(choices[d][best[d]] for d in range(len(start)))
-
 
 
 def _group_shapes(hists: list[tuple[int, int, np.ndarray]], cols_up_to: tuple[int, ...],
@@ -179,7 +172,6 @@ def _group_shapes(hists: list[tuple[int, int, np.ndarray]], cols_up_to: tuple[in
     return total, tuple(shapes)
 
 
-
 def _alphabets(levels: np.ndarray) -> list[tuple[int, int, int]]:
     """(diff, low, size) of each way a row group may code its levels: as they are, and minus their reference.
     A reference level is a level, the median of levels and zeros, or 0 (no row), so it lies in
@@ -192,7 +184,6 @@ def _alphabets(levels: np.ndarray) -> list[tuple[int, int, int]]:
     return [(0, low, high - low + 1), (1, diff_low, diff_high - diff_low + 1)]
 
 
-
 def _choose_shapes(rows: np.ndarray, row_ids: np.ndarray, col_ids: np.ndarray, k: int, cg: int, reference: int,
                    offsets: np.ndarray, cols_up_to: tuple[int, ...], class_choices: list[tuple[int, ...]],
                    alphabets: list[tuple[int, int, int]]) -> tuple[float, tuple[tuple[int, int, int, int], ...]]:
@@ -201,7 +192,6 @@ def _choose_shapes(rows: np.ndarray, row_ids: np.ndarray, col_ids: np.ndarray, k
     hists = [(diff, low, _histograms(rows, row_ids, col_ids, k, cg, classes, matches, reference, offsets, low, m,
                                      diff)) for diff, low, m in alphabets]
     return _group_shapes(hists, tuple(g for g in cols_up_to if g <= cg), class_choices, MAX_CONTEXTS // k)
-
 
 
 def _classes_pay(levels: np.ndarray, row_ids: np.ndarray, k: int, low: int, m: int) -> bool:
@@ -225,7 +215,6 @@ def _classes_pay(levels: np.ndarray, row_ids: np.ndarray, k: int, low: int, m: i
         return best[1] != (1, 1)
 
     return pays(NATURAL) or (k > 1 and pays(GROUPED))
-
 
 
 def best_plan(levels: np.ndarray) -> Plan:
@@ -293,7 +282,6 @@ def best_plan(levels: np.ndarray) -> Plan:
     return best
 
 
-
 @numba.njit(cache=True)
 def _row_costs(rows, col_ids, n_col, shapes, bases, reference, offsets, lengths, id_lengths, low):  # pragma: no cover
     """Code length (1/65536 bits) of each row (natural order) and its group id in each row group's contexts."""
@@ -314,7 +302,6 @@ def _row_costs(rows, col_ids, n_col, shapes, bases, reference, offsets, lengths,
                 recent = ((recent << 1) | (rows[r, c] == ref[c])) & 15
             cost[r, g] = total
     return cost
-
 
 
 def _refined(levels: np.ndarray, plan: Plan, cols_up_to: tuple[int, ...], class_choices: list[tuple[int, ...]],

@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 import torch
+from hypothesis import strategies as st
 
 from pgolf.config import ExportConfig
 from pgolf.export.artifact import export_state_dict
@@ -63,3 +64,18 @@ def small_artifact() -> bytes:
     """Bytes of a 1-layer artifact coded with every codec in play (auto, shuffle on)."""
     cfg = dataclasses.replace(ExportConfig(float_max_numel=256), codec="auto", codec_level=1, shuffle=True)
     return export_state_dict(make_state_dict(layers=1, dim=16, vocab=32), MODEL_CONFIG, cfg).blob
+
+
+def damaged(blob: bytes, data: st.DataObject) -> bytes:
+    """`blob` after 1..4 random flips, cuts (1..8 bytes) and insertions (1..8 bytes), drawn from `data`."""
+    out = bytearray(blob)
+    for _ in range(data.draw(st.integers(1, 4))):
+        kind = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+        pos = data.draw(st.integers(0, max(len(out) - 1, 0)))
+        if kind == "flip" and out:
+            out[pos] ^= data.draw(st.integers(1, 255))
+        elif kind == "cut":
+            del out[pos : pos + data.draw(st.integers(1, 8))]
+        else:
+            out[pos:pos] = bytes(data.draw(st.lists(st.integers(0, 255), min_size=1, max_size=8)))
+    return bytes(out)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from pgolf.errors import ArtifactError
 from pgolf.export import ans, codecs, ctx, ctx_model, ctx_search, rans
 
+from .conftest import damaged
 from .test_codecs import int6_levels
 
 
@@ -400,18 +401,9 @@ def test_random_matrices_round_trip_and_cost_no_more_than_rans(levels):
 @given(case=st.sampled_from(sorted(_CODED)), data=st.data())
 def test_random_damage_to_a_context_stream_gives_only_clean_errors(case, data):
     """numba does not bounds-check: every byte of a damaged stream must be validated before it indexes."""
-    levels, damaged = FIXTURES[case], bytearray(_CODED[case])
-    for _ in range(data.draw(st.integers(1, 4))):
-        kind = data.draw(st.sampled_from(["flip", "cut", "insert"]))
-        pos = data.draw(st.integers(0, max(len(damaged) - 1, 0)))
-        if kind == "flip" and damaged:
-            damaged[pos] ^= data.draw(st.integers(1, 255))
-        elif kind == "cut":
-            del damaged[pos : pos + data.draw(st.integers(1, 8))]
-        else:
-            damaged[pos:pos] = bytes(data.draw(st.lists(st.integers(0, 255), min_size=1, max_size=8)))
+    levels = FIXTURES[case]
     try:
-        out = decode(bytes(damaged), levels)
+        out = decode(damaged(_CODED[case], data), levels)
     except ArtifactError:
         return
     assert len(out) == levels.size

@@ -69,8 +69,8 @@ from rss import peak_mb_since, reset_peak
 
 from pgolf.checkpoint import load_checkpoint
 from pgolf.config import ExportConfig, GroupBits
-from pgolf.export import codecs, rans
-from pgolf.export.artifact import export_state_dict, quantize_state_dict, tensor_streams
+from pgolf.export import codecs
+from pgolf.export.artifact import entropy_bound_bits, export_state_dict, quantize_state_dict, tensor_streams
 from pgolf.export.quantize import GROUPS, QuantizedTensor, tensor_group
 
 BITS = 6
@@ -181,12 +181,8 @@ def group_bounds(qsd: dict) -> tuple[dict[str, float], dict[str, int]]:
     params: dict[str, int] = {}
     for name, value in qsd.items():
         group = tensor_group(name)
-        if isinstance(value, QuantizedTensor):
-            tensor_bits = rans.entropy_bits(value.q.reshape(-1).numpy()) + 16 * value.scale.numel()
-            numel = value.q.numel()
-        else:
-            tensor_bits, numel = 8.0 * value.numel() * value.element_size(), value.numel()
-        bits[group] = bits.get(group, 0.0) + tensor_bits
+        numel = value.q.numel() if isinstance(value, QuantizedTensor) else value.numel()
+        bits[group] = bits.get(group, 0.0) + entropy_bound_bits(value)
         params[group] = params.get(group, 0) + numel
     return {g: b / 8 for g, b in bits.items()}, params
 
@@ -419,11 +415,9 @@ def bench_synthetic() -> None:
     streams, bound_bits, q_params = [], 0.0, 0
     for value in qsd.values():
         streams.extend(tensor_streams(value).values())
+        bound_bits += entropy_bound_bits(value)
         if isinstance(value, QuantizedTensor):
-            bound_bits += rans.entropy_bits(value.q.reshape(-1).numpy()) + 16 * value.scale.numel()
             q_params += value.q.numel()
-        else:
-            bound_bits += 8 * value.numel() * value.element_size()
     bound = bound_bits / 8
     print(f"\n=== synthetic baseline: {params:,} parameters ({q_params:,} quantized to int{BITS}); "
           f"quantize (mse clip) {quantize_s:.1f} s")

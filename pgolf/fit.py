@@ -50,8 +50,8 @@ The search space is the `fit` config group (pgolf/config.py FitConfig,
 conf/fit/default.yaml): `pgolf fit-budget runs/x --max-bytes 420KB fit.bits=[5,6,7]`.
 Codec and clip are outer axes: the search runs once per (codec, clip, clip_k)
 and pools the candidates. codec=auto in the base config searches with `ctx`
-(the context coder: exact sizes in milliseconds, never more than a byte above
-`rans`, and usually the smallest);
+(the context coder: exact sizes, never larger than `rans`, and usually the
+smallest);
 any other codec is searched as given. Byte-shuffle is not modelled: export
 only keeps a shuffled stream when it is smaller, so predicted sizes are upper
 bounds. export.prune and export.prune_kind in the base config are ignored: pruning

@@ -286,7 +286,8 @@ def _encode_group(names: list[str], raws: dict[str, dict[str, tuple[bytes, int]]
     return best[1], best[2]
 
 
-def _entropy_bound_bits(value: QuantizedTensor | Tensor) -> float:
+def entropy_bound_bits(value: QuantizedTensor | Tensor) -> float:
+    """A stored tensor's share of the entropy bound: numel x H(levels) plus raw scales, or its raw float bits."""
     if isinstance(value, QuantizedTensor):
         return rans.entropy_bits(value.q.reshape(-1).numpy()) + 8 * value.scale.numel() * 2
     return 8.0 * value.numel() * value.element_size()
@@ -343,7 +344,7 @@ def export_state_dict(state_dict: dict[str, Tensor], model_config: dict[str, Any
     for group in (g for g in GROUPS if g in by_group):
         names = by_group[group]
         params = sum(qsd[n].q.numel() if isinstance(qsd[n], QuantizedTensor) else qsd[n].numel() for n in names)
-        bound_bits = sum(_entropy_bound_bits(qsd[n]) for n in names)
+        bound_bits = sum(entropy_bound_bits(qsd[n]) for n in names)
         bound_bits_total += bound_bits
         groups.append({
             "group": group, "tensors": len(names), "params": params, "bits": _bits_label([qsd[n] for n in names]),

@@ -7,7 +7,7 @@ What is non-standard here:
 - `rans` is our entropy coder (rans.py: histograms fitted to each stream,
   row buckets, compact heads; ans.py: the compiled rANS core); `ctx` codes a
   matrix's levels under histograms conditioned on row group, column group and
-  the level above (ctx.py), and is a rans stream whenever that is smaller.
+  a reference row (ctx.py), and is the rans stream whenever that is smaller.
   ctx is imported where it is used: a packed script whose config cannot
   choose it does not carry it.
 - zlib writes raw deflate (no 6-byte wrapper) and lzma the 13-byte .lzma

@@ -70,17 +70,18 @@ from pgolf.export.ctx_model import (
     ROW_GROUPS,
     WINDOW,
     Plan,
+    after,
     coding_order,
     context_bases,
     context_indices,
     fixed_offsets,
     group_sizes,
-    popcount4,
+    level_context,
+    level_of,
     reference_row,
     referencing,
     row_bases,
     stored_offsets,
-    wrapped,
 )
 from pgolf.export.ctx_search import best_plan
 
@@ -90,7 +91,8 @@ _COARSE = 8  # bits of the per-context slot lookup (256 entries)
 
 @numba.njit(cache=True, nogil=True)
 def _encode_kernel(symbols, contexts, low, freq, cum, states, out, pos):  # pragma: no cover - compiled
-    """Push `symbols` last first (symbol i onto state i & 1), each under its context's table."""
+    """ans's encode kernel with a table per symbol (row contexts[i] of freq/cum): it lives here, beside the decode
+    kernel that finds each context from the levels before it, so a packed script without ctx carries neither."""
     top = np.uint64(64 - ans.PRECISION)
     x0, x1 = states[0], states[1]
     for i in range(symbols.size - 1, -1, -1):
@@ -130,7 +132,7 @@ def _decode_kernel(words, pos, states, row_ids, col_ids, n_col, shapes, bases, r
         half, mm, diff = shapes[g, 1] // 2, shapes[g, 2], shapes[g, 3]
         recent = 0
         for c in range(out.shape[1]):
-            k = first[c] + (min(max(ref[c], -half), half) + half) * mm + min(popcount4(recent), mm - 1)
+            k = level_context(first[c], ref[c], half, mm, recent)
             if not usable[k]:
                 return -2
             x = x1 if i & 1 else x0
@@ -148,8 +150,8 @@ def _decode_kernel(words, pos, states, row_ids, col_ids, n_col, shapes, bases, r
                 x1 = x
             else:
                 x0 = x
-            out[r, c] = wrapped(low + s + ref[c]) if diff else low + s
-            recent = ((recent << 1) | (out[r, c] == ref[c])) & 15
+            out[r, c] = level_of(low + s, ref[c], diff)
+            recent = after(recent, out[r, c], ref[c])
             i += 1
     states[0], states[1] = x0, x1
     return pos

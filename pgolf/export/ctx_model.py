@@ -84,8 +84,29 @@ def wrapped(value):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True)
-def popcount4(bits):  # pragma: no cover - compiled
-    return (bits & 1) + (bits >> 1 & 1) + (bits >> 2 & 1) + (bits >> 3 & 1)
+def symbol_of(level, ref, diff):  # pragma: no cover - compiled
+    """What a level is coded as: itself, or in a diff row group its difference from the reference."""
+    return wrapped(level - ref) if diff else level
+
+
+@numba.njit(cache=True)
+def level_of(symbol, ref, diff):  # pragma: no cover - compiled
+    """The level a decoded symbol stands for: `symbol_of` undone."""
+    return wrapped(symbol + ref) if diff else symbol
+
+
+@numba.njit(cache=True)
+def level_context(first, ref, half, mm, recent):  # pragma: no cover - compiled
+    """Context of a level: its column's first context (`row_bases`), then the class of its reference level
+    (clipped to -half..half) and its match class (of `recent`, clipped to mm - 1)."""
+    matches = (recent & 1) + (recent >> 1 & 1) + (recent >> 2 & 1) + (recent >> 3 & 1)
+    return first + (min(max(ref, -half), half) + half) * mm + min(matches, mm - 1)
+
+
+@numba.njit(cache=True)
+def after(recent, level, ref):  # pragma: no cover - compiled
+    """`recent` after a level: bit i says whether the level i + 1 columns back equalled its reference."""
+    return ((recent << 1) | (level == ref)) & 15
 
 
 @numba.njit(cache=True)
@@ -113,9 +134,9 @@ def context_indices(rows, row_ids, col_ids, n_col, shapes, bases, reference, off
         recent = 0
         diff = shapes[g, 3]
         for c in range(rows.shape[1]):
-            out[i] = first[c] + (min(max(ref[c], -half), half) + half) * mm + min(popcount4(recent), mm - 1)
-            symbols[i] = wrapped(rows[r, c] - ref[c]) if diff else rows[r, c]
-            recent = ((recent << 1) | (rows[r, c] == ref[c])) & 15
+            out[i] = level_context(first[c], ref[c], half, mm, recent)
+            symbols[i] = symbol_of(rows[r, c], ref[c], diff)
+            recent = after(recent, rows[r, c], ref[c])
             i += 1
     return out, symbols
 

@@ -33,16 +33,17 @@ from pgolf.export.ctx_model import (
     ROW_GROUPS,
     WINDOW,
     Plan,
+    after,
     coding_order,
     context_bases,
     context_indices,
     fixed_offsets,
     group_sizes,
-    popcount4,
+    level_context,
     reference_row,
     row_bases,
     stored_offsets,
-    wrapped,
+    symbol_of,
 )
 
 _LLOYD_STEPS = 4
@@ -78,18 +79,17 @@ def _histograms(rows, row_ids, col_ids, n_row, n_col, classes, matches, referenc
                 diff):  # pragma: no cover - compiled
     """Counts (row group, column group, class of the reference level, match class, symbol - low) of `rows` in
     coding order; the symbol is the level, or with `diff` the level minus its reference."""
-    hist = np.zeros((n_row, n_col, classes, matches, m), dtype=np.int64)
+    hist = np.zeros((n_row, n_col, classes * matches, m), dtype=np.int64)  # (class, match class) flattened
     half = classes // 2
     ref = np.zeros(rows.shape[1], dtype=np.int64)
     for r in range(rows.shape[0]):
         reference_row(rows, r, reference, offsets, ref)
-        recent = 0  # bit i: the level i + 1 columns back equalled its reference
+        recent = 0
         for c in range(rows.shape[1]):
-            a = min(max(ref[c], -half), half) + half
-            symbol = wrapped(rows[r, c] - ref[c]) if diff else rows[r, c]
-            hist[row_ids[r], col_ids[c], a, min(popcount4(recent), matches - 1), symbol - low] += 1
-            recent = ((recent << 1) | (rows[r, c] == ref[c])) & 15
-    return hist
+            inner = level_context(0, ref[c], half, matches, recent)
+            hist[row_ids[r], col_ids[c], inner, symbol_of(rows[r, c], ref[c], diff) - low] += 1
+            recent = after(recent, rows[r, c], ref[c])
+    return hist.reshape(n_row, n_col, classes, matches, m)
 
 
 @numba.njit(cache=True)
@@ -255,12 +255,15 @@ def best_plan(levels: np.ndarray) -> Plan:
     class_choices = [REFERENCE_CLASSES, MATCH_CLASSES]
     alphabets = _alphabets(levels)
     plans: list[Plan] = []
+    natural_offsets = choose_offsets(levels, WINDOW)  # chosen reference rows in natural order, found once
 
     def try_plan(row_ranks: np.ndarray, k: int, reference: int, order: int) -> None:
         row_ids, col_ids = row_ranks * k // n_rows, col_ranks * cg // n_cols
         coded = coding_order(row_ids, order)
-        offsets = (choose_offsets(levels[coded], WINDOW) if reference == CHOSEN
-                   else fixed_offsets(n_rows, reference))
+        if reference != CHOSEN:
+            offsets = fixed_offsets(n_rows, reference)
+        else:
+            offsets = natural_offsets if order == NATURAL else choose_offsets(levels[coded], WINDOW)
         bits, shapes = _choose_shapes(levels[coded], row_ids[coded], col_ids, k, cg, reference, offsets, cols_up_to,
                                       class_choices, alphabets)
         bits += ids_bits(k, cg, row_ranks) + _offsets_bits(offsets, row_ids[coded], shapes, reference)
@@ -269,8 +272,8 @@ def best_plan(levels: np.ndarray) -> Plan:
     for reference in (ABOVE, MEDIAN, CHOSEN):
         for order in (NATURAL, GROUPED) if k > 1 else (NATURAL,):
             try_plan(row_ranks, k, reference, order)
-    offsets = choose_offsets(levels, WINDOW)
-    shared = (levels == levels[np.arange(n_rows) - offsets] * (offsets > 0)[:, None]).sum(1)
+    references = levels[np.arange(n_rows) - natural_offsets] * (natural_offsets > 0)[:, None]
+    shared = (levels == references).sum(1)
     for groups in (g for g in (2, 4, 8) if g <= n_rows):
         for reference in (ABOVE, MEDIAN, CHOSEN):
             try_plan(_quantile_ids(shared, n_rows), groups, reference, NATURAL)
@@ -297,9 +300,9 @@ def _row_costs(rows, col_ids, n_col, shapes, bases, reference, offsets, lengths,
             recent, total = 0, id_lengths[g]
             diff = shapes[g, 3]
             for c in range(rows.shape[1]):
-                k = first[c] + (min(max(ref[c], -half), half) + half) * mm + min(popcount4(recent), mm - 1)
-                total += lengths[k, (wrapped(rows[r, c] - ref[c]) if diff else rows[r, c]) - low]
-                recent = ((recent << 1) | (rows[r, c] == ref[c])) & 15
+                k = level_context(first[c], ref[c], half, mm, recent)
+                total += lengths[k, symbol_of(rows[r, c], ref[c], diff) - low]
+                recent = after(recent, rows[r, c], ref[c])
             cost[r, g] = total
     return cost
 

@@ -67,11 +67,11 @@ from pathlib import Path
 import torch
 from rss import peak_mb_since, reset_peak
 
-from pgolf.checkpoint import load_checkpoint
 from pgolf.config import ExportConfig, GroupBits
-from pgolf.export import codecs
 from pgolf.export.artifact import entropy_bound_bits, export_state_dict, quantize_state_dict, tensor_streams
+from pgolf.export.coding import codecs
 from pgolf.export.quantize import GROUPS, QuantizedTensor, tensor_group
+from pgolf.jobs.float_checkpoint import load_checkpoint
 
 BITS = 6
 REPEATS = 3

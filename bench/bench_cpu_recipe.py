@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from pgolf.config import compose
 from pgolf.data.shards import find_shards, read_shard
 from pgolf.evaluate import evaluate_bpb
-from pgolf.experiment import run_train
-from pgolf.job import load_val_data
+from pgolf.jobs.scorer import load_val_data
+from pgolf.jobs.train_job import run_train
 from pgolf.model.gpt import GPT
 
 TARGET_MARGIN = 0.03

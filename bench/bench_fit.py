@@ -21,11 +21,12 @@ import torch
 from pgolf.export.code_bytes import count_code_bytes
 
 from pgolf import config as C
-from pgolf.experiment import config_for_source
 from pgolf.export.artifact import export_state_dict, load_artifact, write_artifact
-from pgolf.fit import _load_float, fit_budget
-from pgolf.job import load_val_data, rebuild_model, score
-from pgolf.train.device import resolve_device
+from pgolf.fit.budget import _load_float, fit_budget
+from pgolf.jobs.models import rebuild_model
+from pgolf.jobs.scorer import load_val_data, score
+from pgolf.jobs.sources import config_for_source
+from pgolf.runtime.device import resolve_device
 
 GRID_BITS = (4, 5, 6, 7, 8)
 GRID_PRUNE = (0.0, 0.02, 0.05, 0.1)

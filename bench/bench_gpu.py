@@ -49,15 +49,17 @@ import numpy as np
 import torch
 from rss import peak_mb_since, reset_peak
 
+from pgolf.atomic import atomic_write_json
 from pgolf.config import compose
 from pgolf.data.loader import TrainBatches
 from pgolf.data.shards import write_shard
 from pgolf.data.tokenizer import byte_luts
 from pgolf.errors import PgolfError
-from pgolf.runs import MetricsLog, atomic_write_json
-from pgolf.train.device import resolve_device
-from pgolf.train.distributed import DistInfo
-from pgolf.train.loop import build_model, train_model
+from pgolf.jobs.layout import MetricsLog
+from pgolf.jobs.models import build_model
+from pgolf.runtime.device import resolve_device
+from pgolf.runtime.distributed import DistInfo
+from pgolf.train.loop import train_model
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REFERENCE = ROOT.parent / "parameter-golf" / "train_gpt.py"

@@ -41,13 +41,13 @@ from pathlib import Path
 import torch
 
 from pgolf import config as C
-from pgolf.checkpoint import load_checkpoint
+from pgolf.atomic import atomic_write_json
 from pgolf.data.prepare import prepare_data
-from pgolf.experiment import run_train
 from pgolf.export.artifact import export_state_dict
-from pgolf.job import seed_everything
-from pgolf.runs import atomic_write_json
-from pgolf.train.loop import build_model
+from pgolf.jobs.float_checkpoint import load_checkpoint
+from pgolf.jobs.models import build_model
+from pgolf.jobs.start import seed_everything
+from pgolf.jobs.train_job import run_train
 
 DATA_ROOT = Path(__file__).resolve().parent.parent / "data"
 SMALL_ROWS = [

@@ -31,8 +31,8 @@ from pgolf import config as C
 from pgolf.data.prepare import prepare_data
 from pgolf.data.shards import find_shards, read_shard
 from pgolf.evaluate import unigram_bpb
-from pgolf.experiment import run_train
-from pgolf.job import load_val_data
+from pgolf.jobs.scorer import load_val_data
+from pgolf.jobs.train_job import run_train
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "builtin"
 BASE = ["model=tiny", "train=cpu_quick", "device=cpu"]

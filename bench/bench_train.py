@@ -23,10 +23,11 @@ from pgolf.data.loader import TrainBatches, load_val_tokens
 from pgolf.data.prepare import prepare_data
 from pgolf.data.shards import find_shards
 from pgolf.data.tokenizer import build_byte_luts, load_tokenizer
-from pgolf.runs import MetricsLog
-from pgolf.train.device import resolve_device
-from pgolf.train.distributed import DistInfo
-from pgolf.train.loop import build_model, train_model
+from pgolf.jobs.layout import MetricsLog
+from pgolf.jobs.models import build_model
+from pgolf.runtime.device import resolve_device
+from pgolf.runtime.distributed import DistInfo
+from pgolf.train.loop import train_model
 
 DATA = Path("data/builtin")
 

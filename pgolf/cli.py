@@ -205,7 +205,7 @@ def train(
     Examples: `pgolf train`; `pgolf train model=baseline train=h100_10min data=fineweb_sp1024 reg=records`;
     `pgolf train --resume runs/latest train.iterations=600`.
     """
-    from pgolf.experiment import resume_config, run_train
+    from pgolf.jobs.train_job import resume_config, run_train
 
     cfg = resume_config(resume, overrides or []) if resume is not None else compose(overrides)
     with RichProgress() as progress:
@@ -230,7 +230,8 @@ def eval_(
 
     Examples: `pgolf eval runs/latest`; `pgolf eval final_model.pt data=fineweb_sp1024 export.eval_stride=64`.
     """
-    from pgolf.experiment import config_for_source, run_eval
+    from pgolf.jobs.export_job import run_eval
+    from pgolf.jobs.sources import config_for_source
 
     cfg = config_for_source(path, overrides or [])
     with RichProgress() as progress:
@@ -272,7 +273,8 @@ def export(
     Examples: `pgolf export runs/latest export.bits=5 export.prune=0.02`;
     `pgolf export final_model.pt export=int8_zlib data=fineweb_sp1024 data.val_tokens=1000000`.
     """
-    from pgolf.experiment import config_for_source, run_export
+    from pgolf.jobs.export_job import run_export
+    from pgolf.jobs.sources import config_for_source
 
     cfg = config_for_source(source, overrides or [])
     with RichProgress() as progress:
@@ -319,9 +321,9 @@ def fit_budget(
     `pgolf fit-budget runs/latest --max-bytes 420KB fit.bits=[5,6,7] fit.max_prune=0.2`;
     `pgolf fit-budget final_model.pt --max-bytes 16MB --margin 20KB --code train_gpt.py data=fineweb_sp1024`.
     """
-    from pgolf.experiment import config_for_source
-    from pgolf.fit import fit_budget as run_fit
-    from pgolf.tables import fit_table
+    from pgolf.fit.budget import fit_budget as run_fit
+    from pgolf.jobs.sources import config_for_source
+    from pgolf.results.tables import fit_table
 
     if code_bytes is not None and code:
         raise UsageError("give --code-bytes or --code, not both")
@@ -376,7 +378,7 @@ def pack(
     Examples: `pgolf pack runs/latest --out records/my_run --author "A. B." --github-id ab`;
     `pgolf pack runs/sweeps/wd/cells/weight_decay=0.04-seed=1-abc123 --out records/wd004 --wrap none`.
     """
-    from pgolf.pack import pack as run_pack
+    from pgolf.ship.pack import pack as run_pack
 
     argv = [os.path.basename(sys.argv[0]), *sys.argv[1:]]
     summary = run_pack(source, out_dir, overrides or [], max_bytes, name, author, github_id, blurb, wrap, force,
@@ -438,7 +440,8 @@ def sweep(
     `pgolf sweep reg.weight_decay=0,0.09 --seeds 3 --baseline reg.weight_decay=0 --max-bytes 420KB`;
     `pgolf sweep sweep=cpu_tune --jobs 2`.
     """
-    from pgolf.sweep import make_plan, run_sweep
+    from pgolf.sweep.launch import run_sweep
+    from pgolf.sweep.plan import make_plan
 
     plan = make_plan(overrides or [], name=name, seeds=seeds,
                      max_bytes=C.parse_size(max_bytes) if max_bytes is not None else None,
@@ -457,7 +460,7 @@ def sweep(
 
 
 def _print_plan(plan, as_json: bool) -> None:
-    from pgolf.sweep import plan_summary
+    from pgolf.sweep.plan import plan_summary
 
     summary = plan_summary(plan)
     cells = summary["cells"]
@@ -480,8 +483,8 @@ def _print_plan(plan, as_json: bool) -> None:
 def _print_report(paths: list[Path], by: list[str] | None, max_bytes: int | None, plot_path: Path | None,
                   as_json: bool, as_csv: bool, title: str, baseline: list[str] | None = None) -> None:
     from pgolf.errors import MissingExtraError
-    from pgolf.report import build_report, parse_baseline
-    from pgolf.tables import cells_table, csv_text, json_text, plot_frontier
+    from pgolf.results.report import build_report, parse_baseline
+    from pgolf.results.tables import cells_table, csv_text, json_text, plot_frontier
 
     rep = build_report(paths, by=by, baseline=parse_baseline(baseline) if baseline else None, max_bytes=max_bytes)
     if as_json:

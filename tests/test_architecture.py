@@ -7,20 +7,25 @@ import pgolf
 
 PACKAGE = Path(pgolf.__file__).parent
 
-# Lower layers never import higher ones (docs/DESIGN.md, "Imports flow one way").
+# Lower layers never import higher ones, nor others of their own layer (docs/DESIGN.md, "Layers"): a top-level
+# module or package per entry.
 LAYERS = {
-    "errors": 0, "progress": 0, "signals": 0,
-    "schema": 1, "runs": 1, "model": 1,
-    "config": 2, "data": 2, "tables": 2, "bundle": 2,
-    "evaluate": 3, "export": 3, "checkpoint": 3,
+    "errors": 0, "progress": 0, "atomic": 0,
+    "runtime": 1, "schema": 1, "model": 1,
+    "config": 2, "data": 2, "bundle": 2,
+    "evaluate": 3, "export": 3,
     "train": 4,
-    "job": 5,
-    "experiment": 6, "standalone": 6,
-    "fit": 7, "report": 7, "pack": 7,
+    "jobs": 5,
+    "results": 6, "ship": 6,
+    "fit": 7,
     "sweep": 8,
-    "cli": 9, "__main__": 10, "bootstrap": 10,
+    "cli": 9,
+    "__main__": 10,
 }
-TERMINAL_LIBS = {"typer": {"cli"}, "rich": {"cli", "tables"}, "click": {"cli"}, "matplotlib": {"tables"}}
+VERB_ENTRIES = {"fit": "pgolf.fit.budget", "sweep": "pgolf.sweep.launch", "ship": "pgolf.ship.pack"}
+"""A verb's entry module: all that another verb may import of it (sweep runs fit-budget), never its internals."""
+MAX_FLAT_MODULES = 8
+TERMINAL_LIBS = {"typer": {"cli"}, "rich": {"cli", "results"}, "click": {"cli"}, "matplotlib": {"results"}}
 CONFIG_LIBS = {"hydra": {"config"}, "omegaconf": {"config"}}
 
 
@@ -63,6 +68,8 @@ def test_imports_flow_one_way():
                 continue
             if top == "model":
                 wrong.append(f"{path.name}: model/ imports {name}")
+            elif top in VERB_ENTRIES and target in VERB_ENTRIES and ".".join(parts[:3]) != VERB_ENTRIES[target]:
+                wrong.append(f"{path.relative_to(PACKAGE)} ({top}) reaches into another verb: {name}")
             elif LAYERS.get(target, 99) >= LAYERS[top]:
                 wrong.append(f"{path.relative_to(PACKAGE)} ({top}) imports {name}")
     assert not wrong, "\n".join(wrong)
@@ -97,3 +104,45 @@ def test_huggingface_hub_is_imported_only_inside_data_fetch_functions():
                 if where != "data/fetch.py" or id(node) in top_level:
                     wrong.append(f"{where}:{node.lineno} imports huggingface_hub")
     assert not wrong, "\n".join(wrong)
+
+
+def test_few_modules_stand_flat_and_every_package_has_a_job():
+    flat = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
+    assert len(flat) <= MAX_FLAT_MODULES, f"{len(flat)} flat modules: {flat}"
+
+
+def _module_graph():
+    names = {}
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        names[".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)] = path
+    graph = {}
+    for name, path in names.items():
+        targets = set()
+        for imported in _imports(path):
+            while imported and imported not in names:
+                imported = imported.rpartition(".")[0]
+            if imported and imported != name and not name.startswith(imported + "."):
+                targets.add(imported)
+        graph[name] = targets
+    return graph
+
+
+def test_no_import_circles():
+    """No two modules reach each other (depth-first search for a back edge), lazy imports included."""
+    graph = _module_graph()
+    state, circle = {}, []
+
+    def visit(node, path):
+        state[node] = "open"
+        for target in sorted(graph[node]):
+            if state.get(target) == "open":
+                circle.append(" -> ".join([*path[path.index(target):], target]))
+            elif target not in state:
+                visit(target, [*path, target])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not circle, "\n".join(circle)

@@ -46,11 +46,11 @@ from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import Any
 
+from pgolf.atomic import atomic_write_json
 from pgolf.data.shards import FINEWEB_VARIANTS, read_shard
 from pgolf.data.tokenizer import load_pure_byte_tokenizer, load_tokenizer
 from pgolf.errors import DataError, UsageError
 from pgolf.progress import ProgressFn, no_progress
-from pgolf.runs import atomic_write_json
 
 DEFAULT_REPO_ID = "willdepueoai/parameter-golf"
 DEFAULT_REMOTE_PREFIX = "datasets"

@@ -38,12 +38,12 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
+from pgolf.atomic import atomic_write_json
 from pgolf.data.corpus import builtin_documents, split_documents, stdlib_dir, take_chars
 from pgolf.data.shards import write_shard
 from pgolf.data.tokenizer import BOS_ID, load_tokenizer, train_tokenizer
 from pgolf.errors import DataError
 from pgolf.progress import ProgressFn, no_progress
-from pgolf.runs import atomic_write_json
 
 SHARD_TOKENS = 100_000_000
 """Tokens per shard, as in the challenge's FineWeb shards."""

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pgolf.atomic import atomic_write_bytes
 from pgolf.errors import DataError
-from pgolf.runs import atomic_write_bytes
 
 SHARD_MAGIC = 20240520
 SHARD_VERSION = 1

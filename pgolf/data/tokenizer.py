@@ -39,10 +39,10 @@ import numpy as np
 import sentencepiece as spm
 import torch
 
+from pgolf.atomic import atomic_write_bytes
 from pgolf.data.loader import check_vocab
 from pgolf.data.shards import command_that_makes
 from pgolf.errors import DataError
-from pgolf.runs import atomic_write_bytes
 
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 BYTE_OFFSET = 4

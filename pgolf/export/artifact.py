@@ -48,8 +48,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pgolf.atomic import atomic_write_bytes
 from pgolf.errors import ArtifactError, CodecError, ConfigError
-from pgolf.export import codecs, rans
+from pgolf.export.coding import codecs, rans
 from pgolf.export.container import pack_container, read_container
 from pgolf.export.quantize import (
     CLIPS,
@@ -63,7 +64,6 @@ from pgolf.export.quantize import (
     tensor_group,
 )
 from pgolf.progress import ProgressFn, no_progress
-from pgolf.runs import atomic_write_bytes
 from pgolf.schema import ExportConfig
 
 FORMAT = "pgolf-artifact"

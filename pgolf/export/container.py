@@ -26,8 +26,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from pgolf.atomic import atomic_write_bytes
 from pgolf.errors import ArtifactError
-from pgolf.runs import atomic_write_bytes
 
 MAGIC = b"PGOLF\0"
 FORMAT_VERSION = 1

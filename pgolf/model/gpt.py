@@ -42,8 +42,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pgolf.model.knobs import RECORD_KNOBS, uses_records
-
 LN_SCALE_MODES = ("none", "fixed", "learned")
 
 
@@ -299,17 +297,6 @@ def _check_config(cfg: dict) -> None:
             problems.append(f"{name} must be in [0, 1), got {cfg[name]}")
     if problems:
         raise ValueError("; ".join(problems))
-
-
-def make_gpt(**config) -> GPT:
-    """The GPT for `config` (GPT.config's keys): the baseline GPT, or a RecordsGPT when any record-era knob is on
-    (model/records.py, imported only then, so a packed script carries it only when its model uses it)."""
-    knobs = {key: config.pop(key) for key in list(config) if key in RECORD_KNOBS}
-    if not uses_records(knobs):
-        return GPT(**config)
-    from pgolf.model.records import RecordsGPT
-
-    return RecordsGPT(**config, **{**RECORD_KNOBS, **knobs})
 
 
 def count_params(model: nn.Module) -> int:

@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from pgolf.atomic import atomic_write_bytes, atomic_write_json
 from pgolf.errors import ArtifactError, ConfigError
-from pgolf.runs import atomic_write_bytes, atomic_write_json
-from pgolf.train.distributed import DistInfo, barrier
+from pgolf.runtime.distributed import DistInfo, barrier
 
 FOLDER = "checkpoints"
 POINTER = "latest.json"

@@ -37,7 +37,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -45,15 +45,10 @@ from pgolf.data.loader import TrainBatches
 from pgolf.data.tokenizer import ByteLUTs
 from pgolf.errors import TrainingError
 from pgolf.evaluate import evaluate_bpb
-from pgolf.model.gpt import GPT, make_gpt
-from pgolf.model.knobs import RECORD_KNOBS
+from pgolf.model.gpt import GPT
 from pgolf.progress import ProgressFn, no_progress
-from pgolf.runs import MetricsLog
-from pgolf.schema import Config
-from pgolf.train import regularizers as R
-from pgolf.train.device import DeviceSetup, autocast, maybe_compile
-from pgolf.train.diagnostics import weight_diagnostics
-from pgolf.train.distributed import (
+from pgolf.runtime.device import DeviceSetup, autocast, maybe_compile
+from pgolf.runtime.distributed import (
     DistInfo,
     agree_max,
     all_reduce_mean,
@@ -61,12 +56,31 @@ from pgolf.train.distributed import (
     check_replicas_agree,
     wrap_ddp,
 )
+from pgolf.schema import Config
+from pgolf.train import regularizers as R
+from pgolf.train.diagnostics import weight_diagnostics
 from pgolf.train.optim import build_optimizers, lr_multiplier, muon_momentum_at, training_fraction
 from pgolf.train.qat import enable_qat, plain_state_dict
 
 STOP_REASONS = {1.0: "interrupted", 2.0: "terminated"}
 """Signal stop requests as agreed over ranks (the larger wins)."""
 _REQUESTS = {"": 0.0, **{reason: flag for flag, reason in STOP_REASONS.items()}}
+
+
+class Metrics(Protocol):
+    """Where the loop writes its metrics records (a run's metrics.jsonl, or nothing)."""
+
+    def write(self, **record: Any) -> None: ...
+
+
+class NullMetrics:
+    """A metrics log that keeps nothing (non-main ranks, the shipped script)."""
+
+    def write(self, **record: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 @dataclass
@@ -85,18 +99,8 @@ class TrainResult:
     """sha256 prefix of the final weights, the same on every rank (checked)."""
 
 
-def build_model(cfg: Config) -> GPT:
-    """The GPT sized by `model`, with the in-model regularizers of `reg`."""
-    m, r = cfg.model, cfg.reg
-    return make_gpt(vocab_size=m.vocab_size, num_layers=m.num_layers, model_dim=m.model_dim, num_heads=m.num_heads,
-                    num_kv_heads=m.num_kv_heads, mlp_mult=m.mlp_mult, tie_embeddings=m.tie_embeddings,
-                    tied_embed_init_std=m.tied_embed_init_std, rope_base=m.rope_base, qk_gain_init=m.qk_gain_init,
-                    logit_softcap=r.softcap, ln_scale=r.ln_scale, dropout=r.dropout, drop_path=r.drop_path,
-                    **{key: getattr(m, key) for key in RECORD_KNOBS})
-
-
 def train_model(cfg: Config, model: GPT, batches: TrainBatches, val_tokens: torch.Tensor, luts: ByteLUTs,
-                setup: DeviceSetup, dist_info: DistInfo, metrics: MetricsLog,
+                setup: DeviceSetup, dist_info: DistInfo, metrics: Metrics,
                 log: Callable[[str], None] = print, progress: ProgressFn = no_progress, signals: Any = None,
                 checkpoints: Any = None, resume: bool = False,
                 clock: Callable[[], float] = time.perf_counter) -> TrainResult:
@@ -357,4 +361,3 @@ def _validate(model, val_tokens, luts, cfg, setup, step, train_loss, metrics, ga
         metrics.write(**record)
     log(f"step {step}: val_loss {result.loss:.4f} val_bpb {result.bpb:.4f}")
     return {"val_loss": result.loss, "val_bpb": result.bpb}
-

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from pgolf import config as C
-from pgolf.checkpoint import load_checkpoint
 from pgolf.export.artifact import export_state_dict
 from pgolf.export.container import read_container
 from pgolf.export.quantize import tensor_group
+from pgolf.jobs.float_checkpoint import load_checkpoint
 from tests.e2e.conftest import one_line_error, run_pgolf
 
 FAST = ["--val-tokens", "2048"]  # the final score uses the run's own data.val_tokens (16384)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pgolf.errors import PgolfError
-from pgolf.pack import pack
+from pgolf.ship.pack import pack
 
 from .conftest import one_line_error, run_pgolf
 

@@ -6,7 +6,7 @@ import pytest
 from safetensors.torch import load_file
 
 from pgolf.config import load_yaml
-from pgolf.train.loop import build_model
+from pgolf.jobs.models import build_model
 
 from .conftest import QUICK, one_line_error, run_pgolf
 

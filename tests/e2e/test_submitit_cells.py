@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-from pgolf.sweep import CELL_FILE, CellJob, cell_specs, make_plan, prepare_folder
+from pgolf.sweep.cells import cell_specs
+from pgolf.sweep.launch import CellJob
+from pgolf.sweep.plan import CELL_FILE, make_plan, prepare_folder
 
 pytestmark = pytest.mark.slow
 

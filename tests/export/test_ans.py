@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pgolf.errors import ArtifactError
-from pgolf.export import ans, codecs
+from pgolf.export.coding import ans, codecs
 
 from .conftest import damaged
 from .test_codecs import STREAMS

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pgolf.errors import ArtifactError, CodecError
-from pgolf.export import codecs, rans
+from pgolf.export.coding import codecs, rans
 
 
 def int6_levels(rows: int, cols: int, seed: int = 0) -> np.ndarray:

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pgolf.errors import ArtifactError
-from pgolf.export import ans, codecs, ctx, ctx_model, ctx_search, rans
+from pgolf.export.coding import ans, codecs, ctx, ctx_model, ctx_search, rans
 
 from .conftest import damaged
 from .test_codecs import int6_levels

@@ -8,9 +8,10 @@ import torch
 from pgolf.config import compose
 from pgolf.errors import ConfigError
 from pgolf.export.quantize import is_control
-from pgolf.model.gpt import GPT, MLP, Rotary, apply_rotary, count_params, make_gpt
+from pgolf.jobs.models import build_model
+from pgolf.model.build import make_gpt
+from pgolf.model.gpt import GPT, MLP, Rotary, apply_rotary, count_params
 from pgolf.model.records import RecordsGPT, exclude_own_value, rotate_partial
-from pgolf.train.loop import build_model
 
 SMALL = dict(vocab_size=64, num_layers=6, model_dim=32, num_heads=2, num_kv_heads=1, mlp_mult=2)
 RECORD_PARAMS = 35_945_671
@@ -102,10 +103,9 @@ def test_recurrence_reuses_the_layers_and_calls_them_k_times():
 def _trained_looping(recur_from: float, iterations: int) -> list[bool]:
     """Train `iterations` steps and return, per step, whether the looped layers repeated in its forward."""
     from pgolf.data.tokenizer import byte_luts
-    from pgolf.runs import NullMetrics
-    from pgolf.train.device import resolve_device
-    from pgolf.train.distributed import DistInfo
-    from pgolf.train.loop import train_model
+    from pgolf.runtime.device import resolve_device
+    from pgolf.runtime.distributed import DistInfo
+    from pgolf.train.loop import NullMetrics, train_model
 
     cfg = compose(["model=records_tiny", "model.vocab_size=260", "model.num_layers=4", "model.model_dim=64",
                    "model.xsa_layers=[0,1]", "model.recur_start=1", "model.recur_end=1", "model.parallel_from=2",

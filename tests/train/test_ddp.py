@@ -19,10 +19,11 @@ import torch.multiprocessing as mp
 
 from pgolf.config import compose
 from pgolf.data.loader import TrainBatches
-from pgolf.runs import MetricsLog, NullMetrics
-from pgolf.train.device import resolve_device
-from pgolf.train.distributed import DistInfo
-from pgolf.train.loop import build_model, train_model
+from pgolf.jobs.layout import MetricsLog
+from pgolf.jobs.models import build_model
+from pgolf.runtime.device import resolve_device
+from pgolf.runtime.distributed import DistInfo
+from pgolf.train.loop import NullMetrics, train_model
 
 from .conftest import VOCAB, SignalAfter
 
@@ -144,7 +145,7 @@ def test_a_signal_on_one_rank_stops_every_rank_after_the_same_step(ranks):
 
 
 def test_ranks_holding_different_weights_is_an_error(tmp_path):
-    from pgolf.train.distributed import check_replicas_agree, weights_checksum
+    from pgolf.runtime.distributed import check_replicas_agree, weights_checksum
 
     state = {"w": torch.ones(3)}
     assert check_replicas_agree(state, DistInfo()) == weights_checksum(state)

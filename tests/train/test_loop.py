@@ -19,11 +19,12 @@ from pgolf.config import compose
 from pgolf.data.loader import TrainBatches
 from pgolf.errors import TrainingError
 from pgolf.evaluate import evaluate_bpb
-from pgolf.runs import MetricsLog
+from pgolf.jobs.layout import MetricsLog
+from pgolf.jobs.models import build_model
+from pgolf.runtime.device import resolve_device
+from pgolf.runtime.distributed import DistInfo
 from pgolf.train import averaging
-from pgolf.train.device import resolve_device
-from pgolf.train.distributed import DistInfo
-from pgolf.train.loop import TrainResult, build_model, train_model
+from pgolf.train.loop import TrainResult, train_model
 from pgolf.train.optim import OptimizerSet
 from pgolf.train.qat import fake_quantize_rows
 from pgolf.train.regularizers import param_group

@@ -16,11 +16,12 @@ import torch
 from pgolf.config import compose
 from pgolf.data.loader import TrainBatches
 from pgolf.errors import ArtifactError, ConfigError
-from pgolf.runs import MetricsLog
+from pgolf.jobs.layout import MetricsLog
+from pgolf.jobs.models import build_model
+from pgolf.runtime.device import resolve_device
+from pgolf.runtime.distributed import DistInfo
 from pgolf.train.checkpoints import CheckpointStore
-from pgolf.train.device import resolve_device
-from pgolf.train.distributed import DistInfo
-from pgolf.train.loop import build_model, train_model
+from pgolf.train.loop import train_model
 
 from .conftest import VOCAB, SignalAfter
 

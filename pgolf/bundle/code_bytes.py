@@ -1,0 +1,67 @@
+"""The code bytes of `total = artifact + code`: the measured size of the script pack would ship, cached by
+a hash of the sources and the packed config (in-process and on disk), unless the config names a number or files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from pgolf.atomic import atomic_write_json
+from pgolf.bundle.graph import PACKAGE, packed_config
+from pgolf.bundle.script import script
+from pgolf.errors import ConfigError
+from pgolf.schema import Config, ExportConfig
+
+_MEASURED: dict[str, int] = {}
+
+
+def cache_dir() -> Path:
+    """Where measured code bytes are kept between processes: $PGOLF_CACHE, else ~/.cache/pgolf."""
+    return Path(os.environ.get("PGOLF_CACHE") or Path.home() / ".cache" / "pgolf") / "code-bytes"
+
+
+def _cache_key(cfg: Config) -> str:
+    """A hash of everything the measured size depends on: pgolf's sources, the packed config, the Python that
+    unparses them."""
+    digest = hashlib.sha256(f"{sys.version}\0{packed_config(cfg)!r}".encode())
+    for path in sorted(PACKAGE.rglob("*.py")):
+        digest.update(path.relative_to(PACKAGE).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def measured_code_bytes(cfg: Config) -> int:
+    """Size of the wrapped script `pgolf pack` would ship for `cfg`; a build takes about a second, so sizes are
+    cached by `_cache_key` in this process and in `cache_dir()` (an unwritable cache only costs a rebuild)."""
+    key = _cache_key(cfg)
+    if key not in _MEASURED:
+        path = cache_dir() / f"{key}.json"
+        try:
+            _MEASURED[key] = int(json.loads(path.read_text())["bytes"])
+        except (OSError, ValueError, KeyError, TypeError):
+            _MEASURED[key] = len(script(cfg, "lzma"))
+            try:
+                atomic_write_json(path, {"bytes": _MEASURED[key]})
+            except OSError:
+                pass
+    return _MEASURED[key]
+
+
+def count_code_bytes(cfg: Config) -> int:
+    """Code bytes of `total = artifact + code`: `export.code_files`' sizes when listed, else `export.code_bytes`
+    when set (>= 0), else the measured script (docs/bytes.md)."""
+    e: ExportConfig = cfg.export
+    if e.code_files:
+        total = 0
+        for name in e.code_files:
+            path = Path(name)
+            if not path.is_file():
+                raise ConfigError(f"export.code_files: {path} is not a file")
+            total += path.stat().st_size
+        return total
+    if e.code_bytes >= 0:
+        return e.code_bytes
+    return measured_code_bytes(cfg)

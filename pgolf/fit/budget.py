@@ -1,0 +1,231 @@
+"""`pgolf fit-budget`, the verb: search, export the choice through the round trip, check its bytes on disk,
+score it, write its tables and its config (step 7, see `pgolf.fit`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from torch import Tensor
+
+from pgolf import config as C
+from pgolf.atomic import atomic_write_json, atomic_write_text
+from pgolf.bundle.code_bytes import count_code_bytes
+from pgolf.errors import BudgetError, ConfigError
+from pgolf.export.artifact import (
+    check_export_config,
+    check_tensor_bits,
+    export_state_dict,
+    load_artifact,
+    write_artifact,
+)
+from pgolf.export.coding import codecs
+from pgolf.fit.search import _ANCHORS, Candidate, _Search, _settings, export_config_of
+from pgolf.fit.sizes import _header_overhead, _SizeTable, fisher_weights
+from pgolf.jobs.export_job import write_artifact_record
+from pgolf.jobs.layout import output_paths
+from pgolf.jobs.models import rebuild_model
+from pgolf.jobs.roundtrip import calibration_hessians
+from pgolf.jobs.scorer import load_val_data, score, scored_on
+from pgolf.jobs.sources import load_any
+from pgolf.progress import ProgressFn, no_progress
+from pgolf.results import tables as T
+from pgolf.runtime.device import resolve_device
+
+
+@dataclass
+class FitResult:
+    summary: dict[str, Any]
+    candidates: list[Candidate] = field(default_factory=list)
+
+
+def check_space(space: C.FitConfig) -> None:
+    """ConfigError for a search space with no candidates or values export cannot use (installed codecs too)."""
+    C.check_fit_config(space)
+    for codec in space.codecs:
+        codecs.check_codec(codec)
+
+
+def budget_limit(max_bytes: int, margin: int) -> int:
+    """max_bytes - margin, after checking both."""
+    if max_bytes <= 0:
+        raise ConfigError(f"--max-bytes must be > 0, got {max_bytes}")
+    if margin < 0:
+        raise ConfigError(f"--margin must be >= 0, got {margin}")
+    if margin >= max_bytes:
+        raise ConfigError(f"--margin ({margin:,} bytes) must be smaller than --max-bytes ({max_bytes:,} bytes)")
+    return max_bytes - margin
+
+
+def _load_float(source: Path) -> tuple[dict, dict[str, Tensor], str]:
+    """A run directory's float checkpoint (never one of its artifacts), or whatever `source` is."""
+    source = Path(source)
+    if source.is_dir() and (source / "model.safetensors").is_file():
+        return load_any(source / "model.safetensors")
+    return load_any(source)
+
+
+def fit_budget(source: Path, cfg: C.Config, max_bytes: int, margin: int = 0,
+               progress: ProgressFn = no_progress) -> FitResult:
+    """`pgolf fit-budget`: search cfg.fit, export the best fitting candidate, verify it on disk, score it, write
+    tables and the chosen config."""
+    started = time.time()
+    space = cfg.fit
+    limit_total = budget_limit(max_bytes, margin)
+    check_space(space)
+    check_export_config(cfg.export)
+    model_config, state, kind = _load_float(source)
+    check_tensor_bits(cfg.export, list(state))
+    cfg.model.vocab_size = model_config["vocab_size"]
+    setup = resolve_device(cfg.device)
+    val = load_val_data(cfg, cfg.train.seq_len, cfg.data.val_tokens)
+    n_search = val.tokens.numel() if space.val_tokens == 0 else min(val.tokens.numel(), space.val_tokens + 1)
+    search_val = dataclasses.replace(val, tokens=val.tokens[:n_search])
+    search = _Search(state, model_config, cfg, space, search_val, setup, progress)
+    if not search.quant_names:
+        raise ConfigError(f"fit-budget: {source} has no tensor to quantize (all stay float); nothing to search")
+    code_bytes = code_reserve(cfg, search.quant_names)
+
+    settings = _settings(cfg.export, space)
+    overhead = _header_overhead(state, model_config, cfg.export, settings[0].codec)
+    slack = max(64, overhead // 50)
+    limit_model = limit_total - code_bytes
+
+    model = rebuild_model(model_config, state, where=source)
+    fisher = fisher_weights(model, val.tokens[: space.fisher_tokens + 1], space.fisher_seq_len, search.quant_names)
+    table = _SizeTable(state, search.quant_names, fisher, cfg.export,
+                       calibration_hessians(model, cfg, setup))
+
+    pool: dict[tuple, Candidate] = {}
+    smallest = None
+    stream_limit = limit_model - overhead - slack
+    for s in settings:
+        for cand in search.candidates(table, s, stream_limit):
+            cand.model_bytes = cand.stream_bytes + overhead + slack
+            key = search.key(cand)
+            if key not in pool or cand.origin in _ANCHORS:  # an anchor is always measured; keep it as one
+                pool[key] = cand
+        size = search.smallest(table, s) + overhead + code_bytes
+        smallest = size if smallest is None else min(smallest, size)
+    if not pool:
+        raise BudgetError(f"budget {max_bytes:,} - margin {margin:,} = {limit_total:,} bytes cannot be met: the "
+                          f"smallest configuration reachable is {smallest:,} bytes total ({code_bytes:,} of them code)")
+
+    float_search_bpb = search.evaluate(state)
+    chosen, to_eval = search.choose(table, list(pool.values()), stream_limit, overhead + slack)
+    chosen, export_cfg, blob_result = _export_verified(search, table, chosen, cfg, limit_model)
+    chosen_cfg = dataclasses.replace(cfg, export=export_cfg)
+    code_bytes = count_code_bytes(chosen_cfg)  # the script pack ships for the chosen config
+    evaluated = to_eval if chosen in to_eval else [*to_eval, chosen]
+    paths = output_paths(source, max_bytes)
+    write_artifact(paths["artifact"], blob_result)
+    file_bytes = paths["artifact"].stat().st_size
+    if file_bytes + code_bytes > limit_total:
+        paths["artifact"].unlink()
+        raise BudgetError(f"{paths['artifact']}: {file_bytes:,} + {code_bytes:,} code bytes is over "
+                          f"{limit_total:,}; removed")
+    saved_config, restored = load_artifact(paths["artifact"])
+    rt = score(rebuild_model(saved_config, restored, where=paths["artifact"]), val, cfg.train.seq_len,
+               cfg.export.eval_stride, setup, progress)
+    float_final = score(model, val, cfg.train.seq_len, cfg.export.eval_stride, setup, progress)
+    search.evaluations += 2
+    write_artifact_record(paths["artifact"], chosen_cfg, {
+        "val_loss_roundtrip": rt.loss, "val_bpb_roundtrip": rt.bpb, "val_tokens_roundtrip": rt.tokens,
+        **scored_on(setup), "bytes": {"model": file_bytes, "code": code_bytes, "total": file_bytes + code_bytes}})
+    chosen.model_bytes = chosen.stream_bytes + overhead + slack  # a shrunk choice kept its parent's prediction
+
+    rows = candidate_frame(evaluated, chosen, file_bytes, code_bytes, limit_total, float_search_bpb)
+    summary = {
+        "source": kind, "params": sum(t.numel() for t in state.values()),
+        "max_bytes": max_bytes, "margin": margin, "limit_bytes": limit_total,
+        "artifact": str(paths["artifact"]), "label": chosen.label(),
+        "export": dataclasses.asdict(export_cfg),
+        "bytes": {"model": file_bytes, "code": code_bytes, "total": file_bytes + code_bytes},
+        "headroom_bytes": limit_total - file_bytes - code_bytes,
+        "budget_used": (file_bytes + code_bytes) / limit_total,
+        "val_bpb": float_final.bpb, "val_loss": float_final.loss,
+        "val_bpb_roundtrip": rt.bpb, "val_loss_roundtrip": rt.loss,
+        "val_tokens": rt.tokens, "val_bytes": rt.bytes,
+        "search_val_tokens": search_val.tokens.numel() - 1, "search_val_bpb_float": float_search_bpb,
+        "bpb_evaluations": search.evaluations, "size_candidates": len(pool),
+        "header_overhead_bytes": blob_result.overhead_bytes,
+        "wall_time_s": time.time() - started,
+        "candidates": T.records(rows),
+        "csv": str(paths["csv"]), "json": str(paths["json"]), "config": str(paths["config"]),
+    }
+    T.write_csv(rows, paths["csv"])
+    atomic_write_text(paths["config"], C.to_yaml(chosen_cfg))
+    atomic_write_json(paths["json"], summary)
+    return FitResult(summary=summary, candidates=evaluated)
+
+
+def code_reserve(cfg: C.Config, quant_names: list[str]) -> int:
+    """Code bytes the search reserves: the packed script of the largest export config the search can choose (every
+    quantized tensor named in tensor_bits, selective pruning when allowed), so the chosen config's own script,
+    measured after the choice, fits too."""
+    widest = dataclasses.replace(cfg.export, tensor_bits={name: 7 for name in quant_names})
+    if cfg.fit.max_prune > 0:
+        widest = dataclasses.replace(widest, prune=cfg.fit.max_prune, prune_kind="selective")
+    return max(count_code_bytes(cfg), count_code_bytes(dataclasses.replace(cfg, export=widest)))
+
+
+def _export_verified(search: _Search, table: _SizeTable, chosen: Candidate, cfg: C.Config, limit_model: int):
+    """Real export of `chosen`; when the header estimate was short, shrink it to the measured overhead (3 tries)."""
+    for _ in range(3):
+        export_cfg = export_config_of(chosen, cfg.export)
+        result = export_state_dict(search.state, search.model_config, export_cfg, hessians=table.hessians)
+        if result.model_bytes <= limit_model:
+            return chosen, export_cfg, result
+        shrunk = _shrink(search, table, chosen, limit_model - result.overhead_bytes - 16)
+        if shrunk is None:
+            break
+        search.measure(table, shrunk)
+        chosen = shrunk
+    raise BudgetError(f"fit-budget: the chosen export ({chosen.label()}) does not fit {limit_model:,} model bytes "
+                      "after re-filling; lower --max-bytes headroom or widen the search space")
+
+
+def _shrink(search: _Search, table: _SizeTable, cand: Candidate, stream_limit: int) -> Candidate | None:
+    """`cand` under a lower stream limit: its tensor raises redone, else its group bits re-pruned and raised."""
+    base = search.resized(table, cand, {}, cand.prune)
+    if base.stream_bytes > stream_limit:
+        base = search.fill(table, search.resized(table, cand, {}, 0.0), stream_limit)
+        if base is None:
+            return None
+    return search.top_up(table, base, stream_limit) or base
+
+
+ROW_FIELDS = ("config", "origin", "predicted_model_bytes", "measured_model_bytes", "code_bytes", "total_bytes",
+              "headroom_bytes", "bytes_basis", "val_bpb", "delta_bpb", "proxy", "frontier", "chosen")
+
+
+def candidate_frame(evaluated: list[Candidate], chosen: Candidate, measured_bytes: int, code_bytes: int,
+                    limit_total: int, float_bpb: float) -> pd.DataFrame:
+    """One row per evaluated candidate (search-slice BPB) in ROW_FIELDS order, sorted by total bytes, the Pareto
+    frontier (of total bytes against BPB) and the choice marked.
+
+    Only the chosen candidate is ever written: `measured_model_bytes` is its artifact's file size
+    (`measured_bytes`) and NA for the rest; `predicted_model_bytes` is every candidate's search prediction
+    (streams + header estimate + slack), the chosen one's too. `total_bytes` and `headroom_bytes` use the measured
+    size where there is one, else the prediction; `bytes_basis` says which ("measured" or "predicted").
+    """
+    def row(c: Candidate) -> dict[str, Any]:
+        measured = measured_bytes if c is chosen else None
+        model_bytes = c.model_bytes if measured is None else measured
+        return {"config": c.label(), "origin": c.origin, "predicted_model_bytes": c.model_bytes,
+                "measured_model_bytes": measured, "code_bytes": code_bytes, "total_bytes": model_bytes + code_bytes,
+                "headroom_bytes": limit_total - model_bytes - code_bytes,
+                "bytes_basis": "predicted" if measured is None else "measured",
+                "val_bpb": c.val_bpb, "delta_bpb": c.val_bpb - float_bpb, "proxy": c.proxy, "frontier": False,
+                "chosen": c is chosen}
+
+    rows = pd.DataFrame([row(c) for c in evaluated], columns=list(ROW_FIELDS))
+    rows["measured_model_bytes"] = rows["measured_model_bytes"].astype("Int64")
+    rows = rows.sort_values("total_bytes", kind="stable", ignore_index=True)
+    rows["frontier"] = T.pareto_front(rows["total_bytes"], rows["val_bpb"])
+    return rows

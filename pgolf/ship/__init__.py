@@ -1,0 +1,1 @@
+"""What ships: `pack` (records folders), `standalone` (the shipped script's main), `bootstrap` (its first lines)."""

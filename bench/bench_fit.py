@@ -18,23 +18,23 @@ import time
 from pathlib import Path
 
 import torch
-from pgolf.export.code_bytes import count_code_bytes
 
 from pgolf import config as C
-from pgolf.export.artifact import export_state_dict, load_artifact, write_artifact
-from pgolf.fit.budget import _load_float, fit_budget
-from pgolf.jobs.models import rebuild_model
-from pgolf.jobs.scorer import load_val_data, score
-from pgolf.jobs.sources import config_for_source
+from pgolf.bundle.code_bytes import count_code_bytes
+from pgolf.export.artifact import export_state_dict, write_artifact
+from pgolf.fit.budget import fit_budget
+from pgolf.jobs.layout import float_weights
+from pgolf.jobs.scorer import Scorer
+from pgolf.jobs.sources import config_for_source, load_any
 from pgolf.runtime.device import resolve_device
 
 GRID_BITS = (4, 5, 6, 7, 8)
 GRID_PRUNE = (0.0, 0.02, 0.05, 0.1)
 
 
-def grid_best(state, model_config, cfg, val, limit_total, code_bytes, tmp: Path) -> tuple[float, int, str, int]:
+def grid_best(state, model_config, cfg, scorer: Scorer, limit_total, code_bytes, tmp: Path
+              ) -> tuple[float, int, str, int]:
     """(best round-trip BPB among fitting grid points, its total bytes, its label, grid exports)."""
-    setup = resolve_device(cfg.device)
     best = (float("inf"), 0, "none fits", 0)
     exports = 0
     for bits in GRID_BITS:
@@ -49,8 +49,7 @@ def grid_best(state, model_config, cfg, val, limit_total, code_bytes, tmp: Path)
                 continue
             path = tmp / f"grid-{bits}-{prune}.pgolf"
             write_artifact(path, result)
-            saved, restored = load_artifact(path)
-            bpb = score(rebuild_model(saved, restored), val, cfg.train.seq_len, 0, setup).bpb
+            bpb = scorer.score_artifact(path).bpb
             if bpb < best[0]:
                 best = (bpb, total, f"int{bits} prune{prune:g}", exports)
     return best[0], best[1], best[2], exports
@@ -67,13 +66,14 @@ def main() -> None:
 
     cfg = config_for_source(args.source, [*args.overrides, f"data.val_tokens={args.val_tokens}",
                                           f"fit.val_tokens={args.val_tokens}"])
-    model_config, state, _ = _load_float(args.source)
+    model_config, state, _ = load_any(float_weights(args.source))
     cfg.model.vocab_size = model_config["vocab_size"]
-    code_bytes = count_code_bytes(cfg.export)
+    code_bytes = count_code_bytes(cfg)
     int8 = export_state_dict(state, model_config, dataclasses.replace(
         cfg.export, bits=8, group_bits=C.GroupBits(**dict.fromkeys(("embed",), 8)), codec="rans", prune=0.0))
     int8_total = int8.model_bytes + code_bytes
-    val = load_val_data(cfg, cfg.train.seq_len, args.val_tokens)
+    scorer = Scorer.load(cfg, resolve_device(cfg.device))
+    val = scorer.val
     print(f"{args.source}: {sum(t.numel() for t in state.values()):,} params, int8 ({cfg.export.clip}, rans) "
           f"{int8_total:,} bytes with code; val {val.tokens.numel() - 1:,} tokens; torch threads "
           f"{torch.get_num_threads()}")
@@ -89,7 +89,7 @@ def main() -> None:
             fit = fit_budget(src, dataclasses.replace(cfg), budget, args.margin).summary
             fit_s = time.time() - started
             started = time.time()
-            grid_bpb, grid_total, grid_label, _ = grid_best(state, model_config, cfg, val, budget - args.margin,
+            grid_bpb, grid_total, grid_label, _ = grid_best(state, model_config, cfg, scorer, budget - args.margin,
                                                             code_bytes, Path(tmp))
             grid_s = time.time() - started
         used = fit["bytes"]["total"] / (budget - args.margin)

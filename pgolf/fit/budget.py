@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from torch import Tensor
+import torch
 
 from pgolf import config as C
 from pgolf.atomic import atomic_write_json, atomic_write_text
@@ -21,17 +21,15 @@ from pgolf.export.artifact import (
     check_export_config,
     check_tensor_bits,
     export_state_dict,
-    load_artifact,
-    write_artifact,
 )
 from pgolf.export.coding import codecs
-from pgolf.fit.search import _ANCHORS, Candidate, _Search, _settings, export_config_of
-from pgolf.fit.sizes import _header_overhead, _SizeTable, fisher_weights
+from pgolf.fit.search import ANCHORS, Candidate, Search, export_config_of, search_settings
+from pgolf.fit.sizes import SizeTable, fisher_weights, header_overhead
 from pgolf.jobs.export_job import write_artifact_record
-from pgolf.jobs.layout import output_paths
+from pgolf.jobs.layout import float_weights, output_paths
 from pgolf.jobs.models import rebuild_model
-from pgolf.jobs.roundtrip import calibration_hessians
-from pgolf.jobs.scorer import load_val_data, score, scored_on
+from pgolf.jobs.roundtrip import calibration_hessians, write_and_score
+from pgolf.jobs.scorer import Scorer
 from pgolf.jobs.sources import load_any
 from pgolf.progress import ProgressFn, no_progress
 from pgolf.results import tables as T
@@ -62,84 +60,41 @@ def budget_limit(max_bytes: int, margin: int) -> int:
     return max_bytes - margin
 
 
-def _load_float(source: Path) -> tuple[dict, dict[str, Tensor], str]:
-    """A run directory's float checkpoint (never one of its artifacts), or whatever `source` is."""
-    source = Path(source)
-    if source.is_dir() and (source / "model.safetensors").is_file():
-        return load_any(source / "model.safetensors")
-    return load_any(source)
-
-
 def fit_budget(source: Path, cfg: C.Config, max_bytes: int, margin: int = 0,
                progress: ProgressFn = no_progress) -> FitResult:
     """`pgolf fit-budget`: search cfg.fit, export the best fitting candidate, verify it on disk, score it, write
     tables and the chosen config."""
     started = time.time()
-    space = cfg.fit
     limit_total = budget_limit(max_bytes, margin)
-    check_space(space)
+    check_space(cfg.fit)
     check_export_config(cfg.export)
-    model_config, state, kind = _load_float(source)
+    model_config, state, kind = load_any(float_weights(source))
     check_tensor_bits(cfg.export, list(state))
     cfg.model.vocab_size = model_config["vocab_size"]
-    setup = resolve_device(cfg.device)
-    val = load_val_data(cfg, cfg.train.seq_len, cfg.data.val_tokens)
-    n_search = val.tokens.numel() if space.val_tokens == 0 else min(val.tokens.numel(), space.val_tokens + 1)
-    search_val = dataclasses.replace(val, tokens=val.tokens[:n_search])
-    search = _Search(state, model_config, cfg, space, search_val, setup, progress)
+    scorer = Scorer.load(cfg, resolve_device(cfg.device), progress)
+    search = Search(state, model_config, cfg, cfg.fit, scorer.head(cfg.fit.val_tokens), progress)
     if not search.quant_names:
         raise ConfigError(f"fit-budget: {source} has no tensor to quantize (all stay float); nothing to search")
-    code_bytes = code_reserve(cfg, search.quant_names)
-
-    settings = _settings(cfg.export, space)
-    overhead = _header_overhead(state, model_config, cfg.export, settings[0].codec)
-    slack = max(64, overhead // 50)
-    limit_model = limit_total - code_bytes
-
     model = rebuild_model(model_config, state, where=source)
-    fisher = fisher_weights(model, val.tokens[: space.fisher_tokens + 1], space.fisher_seq_len, search.quant_names)
-    table = _SizeTable(state, search.quant_names, fisher, cfg.export,
-                       calibration_hessians(model, cfg, setup))
-
-    pool: dict[tuple, Candidate] = {}
-    smallest = None
-    stream_limit = limit_model - overhead - slack
-    for s in settings:
-        for cand in search.candidates(table, s, stream_limit):
-            cand.model_bytes = cand.stream_bytes + overhead + slack
-            key = search.key(cand)
-            if key not in pool or cand.origin in _ANCHORS:  # an anchor is always measured; keep it as one
-                pool[key] = cand
-        size = search.smallest(table, s) + overhead + code_bytes
-        smallest = size if smallest is None else min(smallest, size)
-    if not pool:
-        raise BudgetError(f"budget {max_bytes:,} - margin {margin:,} = {limit_total:,} bytes cannot be met: the "
-                          f"smallest configuration reachable is {smallest:,} bytes total ({code_bytes:,} of them code)")
-
-    float_search_bpb = search.evaluate(state)
-    chosen, to_eval = search.choose(table, list(pool.values()), stream_limit, overhead + slack)
-    chosen, export_cfg, blob_result = _export_verified(search, table, chosen, cfg, limit_model)
+    found = _search(search, model, scorer, limit_total, max_bytes, margin)
+    chosen, export_cfg, exported = _export_verified(search, found.table, found.chosen, cfg,
+                                                    limit_total - found.code_reserve)
     chosen_cfg = dataclasses.replace(cfg, export=export_cfg)
     code_bytes = count_code_bytes(chosen_cfg)  # the script pack ships for the chosen config
-    evaluated = to_eval if chosen in to_eval else [*to_eval, chosen]
     paths = output_paths(source, max_bytes)
-    write_artifact(paths["artifact"], blob_result)
+    if exported.model_bytes + code_bytes > limit_total:
+        raise BudgetError(f"{paths['artifact']}: {exported.model_bytes:,} + {code_bytes:,} code bytes is over "
+                          f"{limit_total:,}; nothing written")
+    rt = write_and_score(exported, paths["artifact"], scorer)
     file_bytes = paths["artifact"].stat().st_size
-    if file_bytes + code_bytes > limit_total:
-        paths["artifact"].unlink()
-        raise BudgetError(f"{paths['artifact']}: {file_bytes:,} + {code_bytes:,} code bytes is over "
-                          f"{limit_total:,}; removed")
-    saved_config, restored = load_artifact(paths["artifact"])
-    rt = score(rebuild_model(saved_config, restored, where=paths["artifact"]), val, cfg.train.seq_len,
-               cfg.export.eval_stride, setup, progress)
-    float_final = score(model, val, cfg.train.seq_len, cfg.export.eval_stride, setup, progress)
+    float_final = scorer.score(model)
     search.evaluations += 2
     write_artifact_record(paths["artifact"], chosen_cfg, {
         "val_loss_roundtrip": rt.loss, "val_bpb_roundtrip": rt.bpb, "val_tokens_roundtrip": rt.tokens,
-        **scored_on(setup), "bytes": {"model": file_bytes, "code": code_bytes, "total": file_bytes + code_bytes}})
-    chosen.model_bytes = chosen.stream_bytes + overhead + slack  # a shrunk choice kept its parent's prediction
-
-    rows = candidate_frame(evaluated, chosen, file_bytes, code_bytes, limit_total, float_search_bpb)
+        **scorer.scored_on, "bytes": {"model": file_bytes, "code": code_bytes, "total": file_bytes + code_bytes}})
+    chosen.model_bytes = chosen.stream_bytes + found.overhead  # a shrunk choice kept its parent's prediction
+    evaluated = found.measured if chosen in found.measured else [*found.measured, chosen]
+    rows = candidate_frame(evaluated, chosen, file_bytes, code_bytes, limit_total, found.float_search_bpb)
     summary = {
         "source": kind, "params": sum(t.numel() for t in state.values()),
         "max_bytes": max_bytes, "margin": margin, "limit_bytes": limit_total,
@@ -151,9 +106,9 @@ def fit_budget(source: Path, cfg: C.Config, max_bytes: int, margin: int = 0,
         "val_bpb": float_final.bpb, "val_loss": float_final.loss,
         "val_bpb_roundtrip": rt.bpb, "val_loss_roundtrip": rt.loss,
         "val_tokens": rt.tokens, "val_bytes": rt.bytes,
-        "search_val_tokens": search_val.tokens.numel() - 1, "search_val_bpb_float": float_search_bpb,
-        "bpb_evaluations": search.evaluations, "size_candidates": len(pool),
-        "header_overhead_bytes": blob_result.overhead_bytes,
+        "search_val_tokens": search.scorer.val.tokens.numel() - 1, "search_val_bpb_float": found.float_search_bpb,
+        "bpb_evaluations": search.evaluations, "size_candidates": found.pool_size,
+        "header_overhead_bytes": exported.overhead_bytes,
         "wall_time_s": time.time() - started,
         "candidates": T.records(rows),
         "csv": str(paths["csv"]), "json": str(paths["json"]), "config": str(paths["config"]),
@@ -162,6 +117,51 @@ def fit_budget(source: Path, cfg: C.Config, max_bytes: int, margin: int = 0,
     atomic_write_text(paths["config"], C.to_yaml(chosen_cfg))
     atomic_write_json(paths["json"], summary)
     return FitResult(summary=summary, candidates=evaluated)
+
+
+@dataclass
+class _Found:
+    """What the search found before the final export: the choice, every measured candidate, the size table."""
+
+    chosen: Candidate
+    measured: list[Candidate]
+    table: SizeTable
+    pool_size: int
+    overhead: int
+    """Predicted container frame + header + slack, added to every candidate's stream bytes."""
+    code_reserve: int
+    float_search_bpb: float
+
+
+def _search(search: Search, model: torch.nn.Module, scorer: Scorer, limit_total: int, max_bytes: int,
+            margin: int) -> _Found:
+    """Steps 1-6: Fisher weights, exact sizes, the candidate pool over every setting, the measured choice."""
+    cfg, space = search.cfg, search.space
+    code_bytes = code_reserve(cfg, search.quant_names)
+    settings = search_settings(cfg.export, space)
+    overhead = header_overhead(search.state, search.model_config, cfg.export, settings[0].codec)
+    slack = max(64, overhead // 50)
+    fisher = fisher_weights(model, scorer.val.tokens[: space.fisher_tokens + 1], space.fisher_seq_len,
+                            search.quant_names)
+    table = SizeTable(search.state, search.quant_names, fisher, cfg.export,
+                       calibration_hessians(model, cfg, scorer.setup))
+    pool: dict[tuple, Candidate] = {}
+    smallest = None
+    stream_limit = limit_total - code_bytes - overhead - slack
+    for s in settings:
+        for cand in search.candidates(table, s, stream_limit):
+            cand.model_bytes = cand.stream_bytes + overhead + slack
+            key = search.key(cand)
+            if key not in pool or cand.origin in ANCHORS:  # an anchor is always measured; keep it as one
+                pool[key] = cand
+        size = search.smallest(table, s) + overhead + code_bytes
+        smallest = size if smallest is None else min(smallest, size)
+    if not pool:
+        raise BudgetError(f"budget {max_bytes:,} - margin {margin:,} = {limit_total:,} bytes cannot be met: the "
+                          f"smallest configuration reachable is {smallest:,} bytes total ({code_bytes:,} of them code)")
+    float_search_bpb = search.evaluate(search.state)
+    chosen, measured = search.choose(table, list(pool.values()), stream_limit, overhead + slack)
+    return _Found(chosen, measured, table, len(pool), overhead + slack, code_bytes, float_search_bpb)
 
 
 def code_reserve(cfg: C.Config, quant_names: list[str]) -> int:
@@ -174,7 +174,7 @@ def code_reserve(cfg: C.Config, quant_names: list[str]) -> int:
     return max(count_code_bytes(cfg), count_code_bytes(dataclasses.replace(cfg, export=widest)))
 
 
-def _export_verified(search: _Search, table: _SizeTable, chosen: Candidate, cfg: C.Config, limit_model: int):
+def _export_verified(search: Search, table: SizeTable, chosen: Candidate, cfg: C.Config, limit_model: int):
     """Real export of `chosen`; when the header estimate was short, shrink it to the measured overhead (3 tries)."""
     for _ in range(3):
         export_cfg = export_config_of(chosen, cfg.export)
@@ -190,7 +190,7 @@ def _export_verified(search: _Search, table: _SizeTable, chosen: Candidate, cfg:
                       "after re-filling; lower --max-bytes headroom or widen the search space")
 
 
-def _shrink(search: _Search, table: _SizeTable, cand: Candidate, stream_limit: int) -> Candidate | None:
+def _shrink(search: Search, table: SizeTable, cand: Candidate, stream_limit: int) -> Candidate | None:
     """`cand` under a lower stream limit: its tensor raises redone, else its group bits re-pruned and raised."""
     base = search.resized(table, cand, {}, cand.prune)
     if base.stream_bytes > stream_limit:

@@ -27,11 +27,9 @@ from pgolf.export.quantize import (
     is_control,
     tensor_group,
 )
-from pgolf.fit.sizes import _Setting, _SizeTable, _stream_args, pruned_levels
-from pgolf.jobs.models import rebuild_model
-from pgolf.jobs.scorer import ValData, score
+from pgolf.fit.sizes import Setting, SizeTable, pruned_levels, stream_args
+from pgolf.jobs.scorer import Scorer
 from pgolf.progress import ProgressFn
-from pgolf.runtime.device import DeviceSetup
 
 _MAX_COMBOS = 5_000_000
 
@@ -39,9 +37,7 @@ _MAX_COMBOS = 5_000_000
 _BISECT_STEPS = 14
 
 
-_ANCHORS = ("uniform", "uniform-fill")
-
-
+ANCHORS = ("uniform", "uniform-fill")
 """Origins measured whatever their proxy: the plain same-bits-everywhere choices the result must not lose to."""
 
 
@@ -69,8 +65,8 @@ class Candidate:
     def bits_of(self, name: str) -> int:
         return self.tensor_bits.get(name, self.group_bits[tensor_group(name)])
 
-    def setting(self) -> _Setting:
-        return _Setting(self.clip, self.clip_k, self.codec)
+    def setting(self) -> Setting:
+        return Setting(self.clip, self.clip_k, self.codec)
 
     def label(self) -> str:
         bits = " ".join(f"{_SHORT[g]}{b}" for g, b in self.group_bits.items())
@@ -95,13 +91,13 @@ def short_tensor_name(name: str) -> str:
     return f"{_SHORT[group]}{match.group(1)}" if match and group != "other" else name.removesuffix(".weight")
 
 
-class _Search:
+class Search:
     """State of one fit: the model, the cached sizes, the candidates found and the evaluations spent."""
 
     def __init__(self, state: dict[str, Tensor], model_config: dict, cfg: C.Config, space: C.FitConfig,
-                 search_val: ValData, setup: DeviceSetup, progress: ProgressFn):
+                 scorer: Scorer, progress: ProgressFn):
         self.state, self.model_config, self.cfg, self.space = state, model_config, cfg, space
-        self.search_val, self.setup, self.progress = search_val, setup, progress
+        self.scorer, self.progress = scorer, progress  # scorer: the search slice (fit.val_tokens), silent
         e = cfg.export
         self.quant_names = [n for n, t in state.items() if not is_control(n) and t.numel() > e.float_max_numel
                             and e.group_bits.for_group(tensor_group(n), e.bits) != 16
@@ -125,11 +121,11 @@ class _Search:
                 continue
             dtype = FLOAT_DTYPES["float32"] if is_control(name) else FLOAT_DTYPES[self.cfg.export.float_dtype]
             for stream in tensor_streams(t.detach().cpu().to(dtype)).values():
-                total += len(codecs.encode(codec, *_stream_args(stream, self.cfg.export.codec_level)))
+                total += len(codecs.encode(codec, *stream_args(stream, self.cfg.export.codec_level)))
         self._float_bytes[codec] = total
         return total
 
-    def group_options(self, table: _SizeTable, s: _Setting) -> dict[str, list[tuple[int, int, float]]]:
+    def group_options(self, table: SizeTable, s: Setting) -> dict[str, list[tuple[int, int, float]]]:
         """group -> [(bits, stream bytes, weighted error)] at prune 0."""
         options = {}
         todo = sum(len(self.bits_for(g)) * sum(tensor_group(n) == g for n in self.quant_names) for g in self.groups)
@@ -149,7 +145,7 @@ class _Search:
     def bits_for(self, group: str) -> tuple[int, ...]:
         return tuple(sorted(set(self.space.embed_bits if group == "embed" else self.space.bits)))
 
-    def pruned_size(self, table: _SizeTable, cand: Candidate, prune: float) -> tuple[int, float]:
+    def pruned_size(self, table: SizeTable, cand: Candidate, prune: float) -> tuple[int, float]:
         """(exact stream bytes, proxy) of `cand`'s bits at selective-pruning fraction `prune`."""
         total, proxy = self.float_bytes(cand.codec), 0.0
         s = cand.setting()
@@ -159,13 +155,13 @@ class _Search:
             proxy += err
         return total, proxy
 
-    def resized(self, table: _SizeTable, cand: Candidate, tensor_bits: dict[str, int], prune: float) -> Candidate:
+    def resized(self, table: SizeTable, cand: Candidate, tensor_bits: dict[str, int], prune: float) -> Candidate:
         """`cand` with other single-tensor bits and pruning, its exact size and proxy recomputed."""
         out = dataclasses.replace(cand, tensor_bits=dict(tensor_bits), prune=prune)
         out.stream_bytes, out.proxy = self.pruned_size(table, out, prune)
         return out
 
-    def top_up(self, table: _SizeTable, cand: Candidate, stream_limit: int) -> Candidate | None:
+    def top_up(self, table: SizeTable, cand: Candidate, stream_limit: int) -> Candidate | None:
         """`cand` with single tensors raised one bit-width at a time, best proxy gain per byte first, until no
         raise fits `stream_limit`; None when not even one fits."""
         s, bits = cand.setting(), {n: cand.bits_of(n) for n in self.quant_names}
@@ -200,7 +196,7 @@ class _Search:
         out.origin = cand.origin + "+bits"
         return out
 
-    def fill(self, table: _SizeTable, cand: Candidate, stream_limit: int) -> Candidate | None:
+    def fill(self, table: SizeTable, cand: Candidate, stream_limit: int) -> Candidate | None:
         """`cand` (over the limit at prune 0) pruned to fit by bisection on exact sizes; None if max_prune won't do."""
         hi = self.space.max_prune
         hi_size, hi_proxy = self.pruned_size(table, cand, hi)
@@ -219,7 +215,7 @@ class _Search:
             self.progress("fit: fill", hi_size, stream_limit, prune=hi)
         return dataclasses.replace(cand, prune=hi, stream_bytes=hi_size, proxy=hi_proxy, origin=cand.origin + "-fill")
 
-    def candidates(self, table: _SizeTable, s: _Setting, stream_limit: int) -> list[Candidate]:
+    def candidates(self, table: SizeTable, s: Setting, stream_limit: int) -> list[Candidate]:
         """Knapsack best, proxy-frontier points above the limit pruned to fit, and the uniform anchors."""
         options = self.group_options(table, s)
         fixed = self.float_bytes(s.codec)
@@ -271,14 +267,14 @@ class _Search:
                 out.append(filled)
         return out
 
-    def smallest(self, table: _SizeTable, s: _Setting) -> int:
+    def smallest(self, table: SizeTable, s: Setting) -> int:
         """Exact stream bytes of the cheapest point: lowest bits everywhere, at prune 0 or max_prune."""
         cand = Candidate(group_bits={g: min(self.bits_for(g)) for g in self.groups}, clip=s.clip, clip_k=s.clip_k,
                          codec=s.codec, prune=0.0, stream_bytes=0, proxy=0.0)
         return min(self.pruned_size(table, cand, 0.0)[0], self.pruned_size(table, cand, self.space.max_prune)[0])
 
     # -- evaluation
-    def dequantized_state(self, table: _SizeTable, cand: Candidate) -> dict[str, Tensor]:
+    def dequantized_state(self, table: SizeTable, cand: Candidate) -> dict[str, Tensor]:
         out = {}
         for name, t in self.state.items():
             if name in self.quant_names:
@@ -291,20 +287,19 @@ class _Search:
 
     def evaluate(self, state: dict[str, Tensor]) -> float:
         self.evaluations += 1
-        model = rebuild_model(self.model_config, state, where="fit candidate")
-        return score(model, self.search_val, self.cfg.train.seq_len, self.cfg.export.eval_stride, self.setup).bpb
+        return self.scorer.score_weights(self.model_config, state, where="fit candidate").bpb
 
-    def measure(self, table: _SizeTable, cand: Candidate) -> float:
+    def measure(self, table: SizeTable, cand: Candidate) -> float:
         """Search-slice BPB of `cand` (stored on it)."""
         cand.val_bpb = self.evaluate(self.dequantized_state(table, cand))
         return cand.val_bpb
 
-    def choose(self, table: _SizeTable, pool: list[Candidate], stream_limit: int, header_bytes: int
+    def choose(self, table: SizeTable, pool: list[Candidate], stream_limit: int, header_bytes: int
                ) -> tuple[Candidate, list[Candidate]]:
         """(best measured candidate, all measured): the `evals` best by proxy and the anchors, then the winner's
         raised copy when it was not measured yet, kept only if its BPB is not worse."""
         ranked = sorted(pool, key=lambda c: c.proxy)
-        measured = ranked[: self.space.evals] + [c for c in ranked[self.space.evals :] if c.origin in _ANCHORS]
+        measured = ranked[: self.space.evals] + [c for c in ranked[self.space.evals :] if c.origin in ANCHORS]
         for i, cand in enumerate(measured):
             self.measure(table, cand)
             self.progress("fit: evaluate", i + 1, len(measured), bpb=cand.val_bpb)
@@ -330,12 +325,12 @@ def export_config_of(cand: Candidate, base: C.ExportConfig) -> C.ExportConfig:
         prune_kind="selective")
 
 
-def _settings(cfg: C.ExportConfig, space: C.FitConfig) -> list[_Setting]:
+def search_settings(cfg: C.ExportConfig, space: C.FitConfig) -> list[Setting]:
     clips = space.clips or (cfg.clip,)
     codec_list = space.codecs or (("ctx",) if cfg.codec == "auto" else (cfg.codec,))
     out = []
     for codec in codec_list:
         for clip in clips:
             ks = space.sdclip_ks if clip == "sdclip" and space.clips else (cfg.clip_k,)
-            out += [_Setting(clip=clip, clip_k=float(k), codec=codec) for k in ks]
+            out += [Setting(clip=clip, clip_k=float(k), codec=codec) for k in ks]
     return out

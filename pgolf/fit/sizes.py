@@ -29,14 +29,14 @@ from pgolf.export.quantize import (
 
 
 @dataclass(frozen=True)
-class _Setting:
+class Setting:
     clip: str
     clip_k: float
     codec: str
 
 
 @dataclass
-class _Quantized:
+class QuantizedEntry:
     """One tensor at one (bits, clip, k): levels, scale, costs and the selective-pruning order."""
 
     qt: QuantizedTensor
@@ -71,7 +71,7 @@ def fisher_weights(model: torch.nn.Module, tokens: Tensor, seq_len: int, names: 
     return fisher
 
 
-class _SizeTable:
+class SizeTable:
     """Quantized tensors, their coded sizes and weighted errors, computed once per (name, bits, clip, k, codec)."""
 
     def __init__(self, state: dict[str, Tensor], quant_names: list[str], fisher: dict[str, Tensor],
@@ -79,16 +79,16 @@ class _SizeTable:
         self.state, self.quant_names, self.fisher, self.cfg = state, quant_names, fisher, cfg
         self.hessians = hessians
         """GPTQ's layer Hessians when export.gptq (the levels of those tensors are GPTQ's, as export makes them)."""
-        self.cache: dict[tuple, _Quantized] = {}
+        self.cache: dict[tuple, QuantizedEntry] = {}
         self.pruned_cache: dict[tuple, tuple[int, float]] = {}
 
-    def get(self, name: str, bits: int, clip: str, clip_k: float, codec: str) -> _Quantized:
+    def get(self, name: str, bits: int, clip: str, clip_k: float, codec: str) -> QuantizedEntry:
         key = (name, bits, clip, clip_k, codec)
         if key not in self.cache:
             self.cache[key] = self._compute(name, bits, clip, clip_k, codec)
         return self.cache[key]
 
-    def cost(self, name: str, bits: int, s: _Setting, prune: float) -> tuple[int, float]:
+    def cost(self, name: str, bits: int, s: Setting, prune: float) -> tuple[int, float]:
         """(exact coded bytes, weighted error) of one tensor at `bits` after selective pruning at `prune`."""
         entry = self.get(name, bits, s.clip, s.clip_k, s.codec)
         if prune == 0:
@@ -97,19 +97,19 @@ class _SizeTable:
         if key not in self.pruned_cache:
             qt, added = pruned_levels(entry, prune)
             q_bytes = entry.q_bytes if qt is entry.qt else len(codecs.encode(
-                s.codec, *_stream_args(tensor_streams(qt)["q"], self.cfg.codec_level)))
+                s.codec, *stream_args(tensor_streams(qt)["q"], self.cfg.codec_level)))
             self.pruned_cache[key] = (q_bytes + entry.scale_bytes, entry.err + added)
         return self.pruned_cache[key]
 
-    def _compute(self, name: str, bits: int, clip: str, clip_k: float, codec: str) -> _Quantized:
+    def _compute(self, name: str, bits: int, clip: str, clip_k: float, codec: str) -> QuantizedEntry:
         w = self.state[name].detach().cpu()
         e = self.cfg
         qt = quantize_rows(w, bits, clip, e.clip_percentile, clip_k, e.scale_min)
         if e.gptq and name in self.hessians:
             qt = gptq_levels(w, self.hessians[name], qt, e.gptq_damp, name)
         streams = tensor_streams(qt)
-        q_bytes = len(codecs.encode(codec, *_stream_args(streams["q"], e.codec_level)))
-        scale_bytes = len(codecs.encode(codec, *_stream_args(streams["scale"], e.codec_level)))
+        q_bytes = len(codecs.encode(codec, *stream_args(streams["q"], e.codec_level)))
+        scale_bytes = len(codecs.encode(codec, *stream_args(streams["scale"], e.codec_level)))
         rows = as_rows(w)  # (R, C)
         deq = dequantize(qt).reshape(rows.shape)
         fisher = self.fisher[name].reshape(rows.shape)
@@ -119,16 +119,16 @@ class _SizeTable:
         nonzero = torch.nonzero(qt.q.reshape(-1)).squeeze(1)
         order = nonzero[torch.sort(cost[nonzero], stable=True).indices]
         added = (fisher.reshape(-1)[order].double() * cost[order].double()).numpy()
-        return _Quantized(qt=qt, scale_bytes=scale_bytes, q_bytes=q_bytes, err=err, order=order,
+        return QuantizedEntry(qt=qt, scale_bytes=scale_bytes, q_bytes=q_bytes, err=err, order=order,
                           err_cumsum=np.cumsum(added))
 
 
-def _stream_args(stream: tuple[bytes, int, int], level: int) -> tuple:
+def stream_args(stream: tuple[bytes, int, int], level: int) -> tuple:
     raw, itemsize, row_len = stream
     return raw, level, itemsize, row_len
 
 
-def pruned_levels(entry: _Quantized, prune: float) -> tuple[QuantizedTensor, float]:
+def pruned_levels(entry: QuantizedEntry, prune: float) -> tuple[QuantizedTensor, float]:
     """(levels after selective pruning at `prune`, added weighted error), exactly as export prunes them."""
     numel = entry.qt.q.numel()
     k = min(round(prune * numel), entry.order.numel())
@@ -140,7 +140,7 @@ def pruned_levels(entry: _Quantized, prune: float) -> tuple[QuantizedTensor, flo
         float(entry.err_cumsum[k - 1])
 
 
-def _header_overhead(state: dict[str, Tensor], model_config: dict, base: C.ExportConfig, codec: str) -> int:
+def header_overhead(state: dict[str, Tensor], model_config: dict, base: C.ExportConfig, codec: str) -> int:
     """Frame + header bytes of a real (cheap: clip=max) export with the same tensors and codec."""
     cheap = dataclasses.replace(base, clip="max", codec=codec, prune=0.0, shuffle=False, gptq=False)
     return export_state_dict(state, model_config, cheap).overhead_bytes

@@ -9,25 +9,21 @@ import torch
 from pgolf import config as C
 from pgolf.atomic import atomic_write_json
 from pgolf.bundle.code_bytes import count_code_bytes
-from pgolf.jobs.layout import (
-    ARTIFACT_SUFFIX,
-    default_artifact_path,
-    record_path,
-)
+from pgolf.evaluate import EvalResult
+from pgolf.jobs.layout import ARTIFACT_SUFFIX, default_artifact_path, float_weights, record_path
 from pgolf.jobs.models import rebuild_model
 from pgolf.jobs.roundtrip import export_roundtrip
-from pgolf.jobs.scorer import ValData, load_val_data, score, scored_on
+from pgolf.jobs.scorer import Scorer
 from pgolf.jobs.sources import load_any
 from pgolf.progress import ProgressFn, no_progress
-from pgolf.runtime.device import DeviceSetup, resolve_device
+from pgolf.runtime.device import resolve_device
 
 
 def export_and_score(state_dict: dict[str, torch.Tensor], float_model: torch.nn.Module, model_config: dict,
-                     cfg: C.Config, out_path: Path, val: ValData, setup: DeviceSetup,
-                     progress: ProgressFn = no_progress) -> dict:
-    """Export, read back and score (job.export_roundtrip); returns summary fields, and writes the artifact's record
-    (`<artifact>.json`: the config it was made with and its score) beside it for `pgolf pack`."""
-    result, rt = export_roundtrip(state_dict, float_model, model_config, cfg, out_path, val, setup, progress)
+                     cfg: C.Config, out_path: Path, scorer: Scorer) -> dict:
+    """Export, read back and score (roundtrip.export_roundtrip); returns summary fields, and writes the artifact's
+    record (`<artifact>.json`: the config it was made with and its score) beside it for `pgolf pack`."""
+    result, rt = export_roundtrip(state_dict, float_model, model_config, cfg, out_path, scorer)
     model_bytes = out_path.stat().st_size
     code = count_code_bytes(cfg)
     fields = {
@@ -35,7 +31,7 @@ def export_and_score(state_dict: dict[str, torch.Tensor], float_model: torch.nn.
         "val_loss_roundtrip": rt.loss,
         "val_bpb_roundtrip": rt.bpb,
         "val_tokens_roundtrip": rt.tokens,
-        **scored_on(setup),
+        **scorer.scored_on,
         "bytes": {"model": model_bytes, "code": code, "total": model_bytes + code},
         "entropy_bound_bytes": result.entropy_bound_bytes,
         "export_groups": result.groups,
@@ -52,17 +48,20 @@ def write_artifact_record(artifact: Path, cfg: C.Config, fields: dict) -> None:
     atomic_write_json(record_path(artifact), record)
 
 
+def score_fields(result: EvalResult) -> dict:
+    """A float score as summary fields."""
+    return {"val_loss": result.loss, "val_bpb": result.bpb, "val_tokens": result.tokens, "val_bytes": result.bytes}
+
+
 def run_eval(path: Path, cfg: C.Config, progress: ProgressFn = no_progress) -> dict:
     """`pgolf eval`: score an artifact or a checkpoint on the configured validation data."""
-    setup = resolve_device(cfg.device)
     model_config, state, kind = load_any(path)
-    model = rebuild_model(model_config, state, where=path)
     cfg.model.vocab_size = model_config["vocab_size"]
-    val = load_val_data(cfg, cfg.train.seq_len, cfg.data.val_tokens)
-    result = score(model, val, cfg.train.seq_len, cfg.export.eval_stride, setup, progress)
-    summary = {"source": kind, "params": sum(p.numel() for p in model.parameters()), "val_loss": result.loss,
-               "val_bpb": result.bpb, "val_tokens": result.tokens, "val_bytes": result.bytes,
-               "eval_stride": cfg.export.eval_stride, "seq_len": cfg.train.seq_len, **scored_on(setup)}
+    scorer = Scorer.load(cfg, resolve_device(cfg.device), progress)
+    model = rebuild_model(model_config, state, where=path)
+    result = scorer.score(model)
+    summary = {"source": kind, "params": sum(p.numel() for p in model.parameters()), **score_fields(result),
+               "eval_stride": cfg.export.eval_stride, "seq_len": cfg.train.seq_len, **scorer.scored_on}
     if Path(path).suffix == ARTIFACT_SUFFIX:
         summary["bytes"] = {"model": Path(path).stat().st_size}
     return summary
@@ -72,17 +71,14 @@ def run_export(source: Path, cfg: C.Config, out_path: Path | None = None,
                progress: ProgressFn = no_progress) -> dict:
     """`pgolf export`: quantize/prune/code SOURCE, write the artifact, read it back and score it.
 
-    A run directory means its float weights (model.safetensors), never an earlier artifact.
+    A run directory means its float weights, never an earlier artifact.
     """
-    setup = resolve_device(cfg.device)
-    weights = Path(source) / "model.safetensors" if Path(source).is_dir() else Path(source)  # never re-quantize
-    model_config, state, kind = load_any(weights)
+    model_config, state, kind = load_any(float_weights(source))
     cfg.model.vocab_size = model_config["vocab_size"]
-    val = load_val_data(cfg, cfg.train.seq_len, cfg.data.val_tokens)
+    scorer = Scorer.load(cfg, resolve_device(cfg.device), progress)
     float_model = rebuild_model(model_config, state, where=source)
-    float_eval = score(float_model, val, cfg.train.seq_len, cfg.export.eval_stride, setup, progress)
+    float_eval = scorer.score(float_model)
     out_path = Path(out_path) if out_path is not None else default_artifact_path(source, cfg)
-    exported = export_and_score(state, float_model, model_config, cfg, out_path, val, setup, progress)
-    return {"source": kind, "params": sum(t.numel() for t in state.values()), "val_loss": float_eval.loss,
-            "val_bpb": float_eval.bpb, "val_tokens": float_eval.tokens, "val_bytes": float_eval.bytes,
+    exported = export_and_score(state, float_model, model_config, cfg, out_path, scorer)
+    return {"source": kind, "params": sum(t.numel() for t in state.values()), **score_fields(float_eval),
             "export": C.to_dict(cfg)["export"], **exported}

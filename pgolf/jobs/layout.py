@@ -89,16 +89,40 @@ def keep_metrics_through(path: Path, step: int) -> None:
     atomic_write_text(path, "".join(f"{line}\n" for line in kept))
 
 
-def read_summary(run_dir: Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / "summary.json").read_text())
-
-
 ARTIFACT_SUFFIX = ".pgolf"
+CONFIG = "config.yaml"
+SUMMARY = "summary.json"
+FLOAT_WEIGHTS = "model.safetensors"
+ARTIFACTS = "artifacts"
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / SUMMARY).read_text())
+
+
+def is_run_dir(path: Path) -> bool:
+    """A folder pgolf ran in: it holds the run's config.yaml."""
+    return Path(path).is_dir() and (Path(path) / CONFIG).is_file()
+
+
+def float_weights(source: Path) -> Path:
+    """What export and fit-budget quantize: a run directory's float weights (never one of its artifacts, which would
+    be quantized twice), or the file given."""
+    return Path(source) / FLOAT_WEIGHTS if Path(source).is_dir() else Path(source)
+
+
+def artifacts_of(run_dir: Path) -> list[Path]:
+    """A run directory's artifacts, oldest first (the newest is fit-budget's choice after the training's own)."""
+    return sorted((Path(run_dir) / ARTIFACTS).glob(f"*{ARTIFACT_SUFFIX}"), key=lambda p: p.stat().st_mtime)
+
+
+def run_dir_of(artifact: Path) -> Path | None:
+    """The run directory an artifact was exported into, or None for an artifact elsewhere."""
+    parent = Path(artifact).parent
+    return parent.parent if parent.name == ARTIFACTS and is_run_dir(parent.parent) else None
 
 
 _SCORING_ONLY = ("code_bytes", "code_files", "eval_stride")
-
-
 """Export fields that do not change the artifact's bytes (left out of its name's hash)."""
 
 
@@ -121,7 +145,7 @@ def default_artifact_path(source: Path, cfg: Config) -> Path:
     source = Path(source)
     label = artifact_label(cfg)
     if source.is_dir():
-        return source / "artifacts" / f"{label}{ARTIFACT_SUFFIX}"
+        return source / ARTIFACTS / f"{label}{ARTIFACT_SUFFIX}"
     return source.with_name(f"{source.stem}.{label}{ARTIFACT_SUFFIX}")
 
 
@@ -135,7 +159,7 @@ def output_paths(source: Path, max_bytes: int) -> dict[str, Path]:
     source = Path(source)
     label = budget_label(max_bytes)
     if source.is_dir():
-        return {"artifact": source / "artifacts" / f"{label}{ARTIFACT_SUFFIX}",
+        return {"artifact": source / ARTIFACTS / f"{label}{ARTIFACT_SUFFIX}",
                 "csv": source / "fit" / f"{label}.csv", "json": source / "fit" / f"{label}.json",
                 "config": source / "fit" / f"{label}.yaml"}
     stem = f"{source.stem}.{label}"

@@ -15,10 +15,8 @@ from pgolf.data.loader import TokenStream
 from pgolf.data.shards import find_shards
 from pgolf.errors import DataError
 from pgolf.evaluate import EvalResult
-from pgolf.export.artifact import ExportResult, export_state_dict, load_artifact, write_artifact
-from pgolf.jobs.models import rebuild_model
-from pgolf.jobs.scorer import ValData, score
-from pgolf.progress import ProgressFn, no_progress
+from pgolf.export.artifact import ExportResult, export_state_dict, write_artifact
+from pgolf.jobs.scorer import Scorer
 from pgolf.runtime.device import DeviceSetup, autocast
 from pgolf.schema import Config
 
@@ -47,13 +45,16 @@ def calibration_hessians(float_model: torch.nn.Module, cfg: Config,
 
 
 def export_roundtrip(state_dict: dict[str, torch.Tensor], float_model: torch.nn.Module, model_config: dict,
-                     cfg: Config, out_path: Path, val: ValData, setup: DeviceSetup,
-                     progress: ProgressFn = no_progress) -> tuple[ExportResult, EvalResult]:
+                     cfg: Config, out_path: Path, scorer: Scorer) -> tuple[ExportResult, EvalResult]:
     """Export `state_dict` (the weights of `float_model`, which GPTQ calibrates on) to `out_path`, read it back from
     disk, rebuild the model and score it."""
-    hessians = calibration_hessians(float_model, cfg, setup)
-    result = export_state_dict(state_dict, model_config, cfg.export, progress=progress, hessians=hessians)
+    hessians = calibration_hessians(float_model, cfg, scorer.setup)
+    result = export_state_dict(state_dict, model_config, cfg.export, progress=scorer.progress, hessians=hessians)
+    return result, write_and_score(result, out_path, scorer)
+
+
+def write_and_score(result: ExportResult, out_path: Path, scorer: Scorer) -> EvalResult:
+    """The second half of the round trip, for an export already made (fit-budget's verified choice): write it, read
+    it back from disk, rebuild and score."""
     write_artifact(out_path, result)
-    saved_config, restored = load_artifact(out_path)
-    model = rebuild_model(saved_config, restored, where=out_path)
-    return result, score(model, val, cfg.train.seq_len, cfg.export.eval_stride, setup, progress)
+    return scorer.score_artifact(out_path)

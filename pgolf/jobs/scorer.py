@@ -1,9 +1,10 @@
 """Validation data and the one Scorer: every score pgolf prints (train, export, eval, fit-budget, pack, the
-shipped script) is computed by `Scorer.score`.
+shipped script) is computed by `Scorer`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from pgolf.data.shards import find_shards
 from pgolf.data.tokenizer import ByteLUTs, build_byte_luts, load_scoring_tokenizer, tokenizer_size
 from pgolf.errors import DataError
 from pgolf.evaluate import EvalResult, evaluate_bpb
+from pgolf.export.artifact import load_artifact
+from pgolf.jobs.models import rebuild_model
 from pgolf.progress import ProgressFn, no_progress
 from pgolf.runtime.device import DeviceSetup
 from pgolf.schema import Config
@@ -42,11 +45,50 @@ def load_val_data(cfg: Config, seq_len: int, max_tokens: int) -> ValData:
     return ValData(tokens=tokens, luts=build_byte_luts(tokenizer, cfg.model.vocab_size), vocab_size=vocab)
 
 
-def score(model: torch.nn.Module, val: ValData, seq_len: int, stride: int, setup: DeviceSetup,
-          progress: ProgressFn = no_progress) -> EvalResult:
-    model.to(setup.device)
-    return evaluate_bpb(model, val.tokens, val.luts, seq_len, stride=stride, device=setup.device,
-                        autocast_dtype=setup.autocast_dtype, progress=progress)
+@dataclass
+class Scorer:
+    """Scores models on one validation set, always the same way: the canonical byte count, the configured
+    window and stride, on the device's autocast dtype.
+
+    Every score pgolf reports goes through it: the float and round-trip scores of train, export and fit-budget,
+    `pgolf eval`, pack's score of an artifact without a record, and the shipped script's.
+    """
+
+    val: ValData
+    seq_len: int
+    stride: int
+    setup: DeviceSetup
+    progress: ProgressFn = no_progress
+
+    @classmethod
+    def load(cls, cfg: Config, setup: DeviceSetup, progress: ProgressFn = no_progress) -> Scorer:
+        """The validation data of cfg.data (capped at data.val_tokens), scored at train.seq_len and eval_stride."""
+        val = load_val_data(cfg, cfg.train.seq_len, cfg.data.val_tokens)
+        return cls(val, cfg.train.seq_len, cfg.export.eval_stride, setup, progress)
+
+    def head(self, max_tokens: int) -> Scorer:
+        """The same scorer on the first `max_tokens` targets (0: all), silent: fit-budget's search slice."""
+        n = self.val.tokens.numel() if max_tokens <= 0 else min(self.val.tokens.numel(), max_tokens + 1)
+        return dataclasses.replace(self, val=dataclasses.replace(self.val, tokens=self.val.tokens[:n]),
+                                   progress=no_progress)
+
+    def score(self, model: torch.nn.Module) -> EvalResult:
+        model.to(self.setup.device)
+        return evaluate_bpb(model, self.val.tokens, self.val.luts, self.seq_len, stride=self.stride,
+                            device=self.setup.device, autocast_dtype=self.setup.autocast_dtype, progress=self.progress)
+
+    def score_weights(self, model_config: dict, state: dict[str, torch.Tensor], where: Path | str) -> EvalResult:
+        """Score saved weights: the model rebuilt from its saved kwargs (one-line error on a mismatch)."""
+        return self.score(rebuild_model(model_config, state, where=where))
+
+    def score_artifact(self, path: Path) -> EvalResult:
+        """Score an artifact as it is on disk: read back, decoded, rebuilt."""
+        model_config, state = load_artifact(path)
+        return self.score_weights(model_config, state, where=path)
+
+    @property
+    def scored_on(self) -> dict[str, str]:
+        return scored_on(self.setup)
 
 
 def scored_on(setup: DeviceSetup) -> dict[str, str]:

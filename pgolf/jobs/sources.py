@@ -12,9 +12,7 @@ from pgolf import config as C
 from pgolf.errors import ArtifactError
 from pgolf.export.artifact import load_artifact
 from pgolf.jobs.float_checkpoint import load_checkpoint
-from pgolf.jobs.layout import (
-    ARTIFACT_SUFFIX,
-)
+from pgolf.jobs.layout import ARTIFACT_SUFFIX, ARTIFACTS, CONFIG, FLOAT_WEIGHTS, artifacts_of, float_weights, is_run_dir
 
 
 def load_any(path: Path) -> tuple[dict, dict[str, torch.Tensor], str]:
@@ -24,13 +22,13 @@ def load_any(path: Path) -> tuple[dict, dict[str, torch.Tensor], str]:
     """
     path = Path(path)
     if path.is_dir():
-        artifacts = sorted((path / "artifacts").glob(f"*{ARTIFACT_SUFFIX}"), key=lambda p: p.stat().st_mtime)
+        artifacts = artifacts_of(path)
         if artifacts:
-            path = artifacts[-1]  # the newest export (e.g. fit-budget's choice after the training's own)
-        elif (path / "model.safetensors").is_file():
-            path = path / "model.safetensors"
+            path = artifacts[-1]
+        elif float_weights(path).is_file():
+            path = float_weights(path)
         else:
-            raise ArtifactError(f"{path}: a folder without artifacts/*{ARTIFACT_SUFFIX} or model.safetensors")
+            raise ArtifactError(f"{path}: a folder without {ARTIFACTS}/*{ARTIFACT_SUFFIX} or {FLOAT_WEIGHTS}")
     if not path.exists():
         raise ArtifactError(f"{path}: no such file")
     if path.suffix == ARTIFACT_SUFFIX:
@@ -41,8 +39,6 @@ def load_any(path: Path) -> tuple[dict, dict[str, torch.Tensor], str]:
 
 
 _RUN_SECTIONS = ("data", "model", "train", "reg")
-
-
 """What a run directory's own config decides for export, eval and fit-budget unless a preset replaces it."""
 
 
@@ -54,9 +50,8 @@ def config_for_source(source: Path, overrides: list[str]) -> C.Config:
     record and code bytes are those of the config that trained it.
     """
     cfg = C.compose(overrides)
-    saved_path = Path(source) / "config.yaml"
-    if Path(source).is_dir() and saved_path.is_file():
-        saved = C.load_yaml(saved_path)
+    if is_run_dir(source):
+        saved = C.load_yaml(Path(source) / CONFIG)
         keys = {C.override_key(item) for item in overrides}
         dotted = []
         for section in _RUN_SECTIONS:

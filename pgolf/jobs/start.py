@@ -12,8 +12,9 @@ import torch
 from pgolf.data.loader import TrainBatches
 from pgolf.data.shards import find_shards
 from pgolf.jobs.models import build_model
-from pgolf.jobs.scorer import ValData, load_val_data
+from pgolf.jobs.scorer import Scorer
 from pgolf.model.gpt import GPT
+from pgolf.progress import ProgressFn, no_progress
 from pgolf.runtime.device import DeviceSetup, resolve_device
 from pgolf.runtime.distributed import DistInfo, init_distributed
 from pgolf.schema import Config
@@ -32,19 +33,20 @@ class TrainingStart:
     setup: DeviceSetup
     dist_info: DistInfo
     train_files: list[Path]
-    val: ValData
+    scorer: Scorer
+    """The validation set the run is scored on (periodic validation reads its tokens)."""
     batches: TrainBatches
     model: GPT
 
 
-def start_training(cfg: Config, device: str) -> TrainingStart:
+def start_training(cfg: Config, device: str, progress: ProgressFn = no_progress) -> TrainingStart:
     """Device, process group, seeds (offset by rank), shards, validation data, batches and the built model."""
     setup = resolve_device(device, cfg.train.compile)
     dist_info = init_distributed(setup.device)
     seed_everything(cfg.seed + dist_info.rank)
     t = cfg.train
     train_files = find_shards(Path(cfg.data.dir), cfg.data.train_pattern)
-    val = load_val_data(cfg, t.seq_len, cfg.data.val_tokens)
+    scorer = Scorer.load(cfg, setup, progress)
     batches = TrainBatches(train_files, t.batch_tokens, t.seq_len, t.grad_accum, rank=dist_info.rank,
                            world_size=dist_info.world_size, device=setup.device, sampling=t.sampling, seed=cfg.seed)
-    return TrainingStart(setup, dist_info, train_files, val, batches, build_model(cfg).to(setup.device))
+    return TrainingStart(setup, dist_info, train_files, scorer, batches, build_model(cfg).to(setup.device))

@@ -17,23 +17,26 @@ import pgolf
 from pgolf import config as C
 from pgolf.atomic import atomic_write_json, atomic_write_text
 from pgolf.errors import ConfigError, Interrupted, Terminated, TrainingError, one_line
-from pgolf.jobs.export_job import export_and_score
+from pgolf.jobs.export_job import export_and_score, score_fields
 from pgolf.jobs.float_checkpoint import save_checkpoint
 from pgolf.jobs.layout import (
     ARTIFACT_SUFFIX,
+    ARTIFACTS,
+    CONFIG,
+    FLOAT_WEIGHTS,
+    SUMMARY,
     MetricsLog,
     artifact_label,
     create_run_dir,
     keep_metrics_through,
     write_run_state,
 )
-from pgolf.jobs.scorer import score
-from pgolf.jobs.start import start_training
+from pgolf.jobs.start import TrainingStart, start_training
 from pgolf.progress import ProgressFn, no_progress
 from pgolf.runtime.distributed import broadcast_text, shutdown
 from pgolf.runtime.signals import StopSignals
 from pgolf.train.checkpoints import CheckpointStore, latest_checkpoint
-from pgolf.train.loop import NullMetrics, train_model
+from pgolf.train.loop import NullMetrics, TrainResult, train_model
 from pgolf.train.regularizers import check_no_decay_names
 
 
@@ -54,110 +57,138 @@ def run_train(cfg: C.Config, progress: ProgressFn = no_progress, echo: Callable[
             raise error(f"{signals.reason or 'interrupted'} before the run finished") from exc
 
 
+class _TrainRun:
+    """One `pgolf train` in its run directory: the log, the run state and the order of the stages."""
+
+    def __init__(self, cfg: C.Config, job: TrainingStart, run_dir: Path | None, resume: bool,
+                 echo: Callable[[str], None]):
+        self.cfg, self.job, self.resume, self.echo = cfg, job, resume, echo
+        self.main = job.dist_info.is_main
+        if self.main:
+            if run_dir is None:
+                run_dir = create_run_dir(cfg.run.root, cfg.run.name)
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+        self.dir = Path(broadcast_text(str(run_dir) if self.main else "", job.dist_info))
+        self.checkpoints = CheckpointStore(self.dir, job.dist_info, job.setup.device)
+        log_path = self.dir / "train.log"
+        self.log_lines = log_path.read_text().splitlines() if resume and log_path.is_file() else []
+        self.started = time.time()
+
+    def log(self, message: str) -> None:
+        if self.main:
+            self.log_lines.append(message)
+            atomic_write_text(self.dir / "train.log", "\n".join(self.log_lines) + "\n")
+            self.echo(message)
+
+    def state(self, name: str, **fields) -> None:
+        if self.main:
+            pointer = self.checkpoints.latest()
+            write_run_state(self.dir, name, checkpoint_step=pointer["step"] if pointer else None, **fields)
+
+    def ended(self, exc: BaseException) -> None:
+        """Record how an exception ended the run: a signal or submitit's requeue interrupts it, the rest fail it."""
+        self.state("interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed",
+                   error=one_line(exc))
+
+    def open(self) -> None:
+        """Write the config (and trim metrics a resume writes again), say where the run is and what it trains."""
+        job, cfg = self.job, self.cfg
+        if self.main:
+            atomic_write_text(self.dir / CONFIG, C.to_yaml(cfg))
+            if self.resume:
+                keep_metrics_through(self.dir / "metrics.jsonl", self.checkpoints.latest()["step"])
+        self.state("running")
+        self.log(f"run: {self.dir}" + (" (resumed)" if self.resume else ""))
+        dist = job.dist_info
+        self.log(f"device: {job.setup.description}" + (f", {dist.world_size} processes" if dist.enabled else ""))
+        self.log(f"model: {_params(job.model):,} parameters; data: {cfg.data.name} ({len(job.train_files)} train "
+                 f"shards, {job.scorer.val.tokens.numel() - 1:,} val tokens)")
+
+    def train(self, progress: ProgressFn, signals: StopSignals) -> TrainResult:
+        job = self.job
+        metrics = MetricsLog(self.dir / "metrics.jsonl") if self.main else NullMetrics()
+        try:
+            return train_model(self.cfg, job.model, job.batches, job.scorer.val.tokens, job.scorer.val.luts,
+                               job.setup, job.dist_info, metrics, self.log, progress, signals=signals,
+                               checkpoints=self.checkpoints, resume=self.resume)
+        except BaseException as exc:
+            self.ended(exc)
+            raise
+        finally:
+            metrics.close()
+
+    def summary(self, result: TrainResult) -> dict:
+        cfg, job = self.cfg, self.job
+        return {
+            "run_dir": str(self.dir), "name": cfg.run.name, "seed": cfg.seed, "params": _params(job.model),
+            "stop_reason": result.stop_reason, "steps": result.steps, "train_time_s": result.train_time_s,
+            "tokens_per_s": result.tokens_per_s, "device": job.setup.description,
+            "world_size": job.dist_info.world_size, "weights_sha256": result.checksum,
+            "export": C.to_dict(cfg)["export"],
+            "versions": {"pgolf": pgolf.__version__, "torch": torch.__version__, "python": platform.python_version()},
+        }
+
+    def stopped(self, result: TrainResult, summary: dict) -> None:
+        """A run a signal or a NaN stopped: its summary says so, and the error names what to do next."""
+        summary["error"] = result.error or f"{result.stop_reason} after {result.steps} steps"
+        summary["wall_time_s"] = time.time() - self.started
+        atomic_write_json(self.dir / SUMMARY, summary)
+        self.state("failed" if result.stop_reason == "nan" else "interrupted", stop_reason=result.stop_reason)
+        shutdown(self.job.dist_info)
+        weights = self.dir / FLOAT_WEIGHTS
+        if result.stop_reason == "nan":
+            raise TrainingError(f"{result.error} (saved in {weights})")
+        resumable = f"; resume with `pgolf train --resume {self.dir}`" if self.checkpoints.latest() else ""
+        error = Terminated if result.stop_reason == "terminated" else Interrupted
+        raise error(f"{result.stop_reason} after {result.steps} steps; weights saved in {weights}{resumable}")
+
+    def export(self, result: TrainResult, summary: dict) -> dict:
+        """Score the float weights, export them through the round trip, and write the summary."""
+        cfg, model, scorer = self.cfg, self.job.model, self.job.scorer
+        try:
+            model.load_state_dict(result.state_dict)
+            float_eval = scorer.score(model)
+            self.log(f"float model: val_loss {float_eval.loss:.4f} val_bpb {float_eval.bpb:.4f}")
+            out_path = self.dir / ARTIFACTS / f"{artifact_label(cfg)}{ARTIFACT_SUFFIX}"
+            exported = export_and_score(result.state_dict, model, dict(model.config), cfg, out_path, scorer)
+        except BaseException as exc:
+            self.ended(exc)
+            raise
+        self.log(f"round trip: val_bpb {exported['val_bpb_roundtrip']:.4f}, {exported['bytes']['total']:,} "
+                 "bytes total")
+        summary.update({**score_fields(float_eval), **exported, "weight_diagnostics": result.diagnostics,
+                        "wall_time_s": time.time() - self.started})
+        atomic_write_json(self.dir / SUMMARY, summary)
+        self.state("completed", stop_reason=result.stop_reason)
+        return summary
+
+
+def _params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
 def _train_job(cfg: C.Config, progress: ProgressFn, echo: Callable[[str], None], run_dir: Path | None,
                resume: bool, signals: StopSignals) -> dict:
-    job = start_training(cfg, cfg.device)
-    setup, dist_info, val, model, train_files = job.setup, job.dist_info, job.val, job.model, job.train_files
-    t = cfg.train
-    check_no_decay_names(list(model.named_parameters()), cfg.reg)  # before anything is written
-    if dist_info.is_main:
-        if run_dir is None:
-            run_dir = create_run_dir(cfg.run.root, cfg.run.name)
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-    run_dir = Path(broadcast_text(str(run_dir) if dist_info.is_main else "", dist_info))
-    checkpoints = CheckpointStore(run_dir, dist_info, setup.device)
-    log_path = run_dir / "train.log"
-    log_lines: list[str] = log_path.read_text().splitlines() if resume and log_path.is_file() else []
-
-    def log(message: str) -> None:
-        if dist_info.is_main:
-            log_lines.append(message)
-            atomic_write_text(log_path, "\n".join(log_lines) + "\n")
-            echo(message)
-
-    def state(name: str, **fields) -> None:
-        if dist_info.is_main:
-            pointer = checkpoints.latest()
-            write_run_state(run_dir, name, checkpoint_step=pointer["step"] if pointer else None, **fields)
-
-    def ended(exc: BaseException) -> None:
-        """Record how an exception ended the run: a signal or submitit's requeue interrupts it, the rest fail it."""
-        state("interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed", error=one_line(exc))
-
-    if dist_info.is_main:
-        atomic_write_text(run_dir / "config.yaml", C.to_yaml(cfg))
-        if resume:
-            keep_metrics_through(run_dir / "metrics.jsonl", checkpoints.latest()["step"])
-    state("running")
-    log(f"run: {run_dir}" + (" (resumed)" if resume else ""))
-    log(f"device: {setup.description}" + (f", {dist_info.world_size} processes" if dist_info.enabled else ""))
-    model_config = dict(model.config)
-    n_params = sum(p.numel() for p in model.parameters())
-    log(f"model: {n_params:,} parameters; data: {cfg.data.name} ({len(train_files)} train shards, "
-        f"{val.tokens.numel() - 1:,} val tokens)")
-    metrics = MetricsLog(run_dir / "metrics.jsonl") if dist_info.is_main else NullMetrics()
-    started = time.time()
-    try:
-        result = train_model(cfg, model, job.batches, val.tokens, val.luts, setup, dist_info, metrics, log, progress,
-                             signals=signals, checkpoints=checkpoints, resume=resume)
-    except BaseException as exc:
-        ended(exc)
-        raise
-    finally:
-        metrics.close()
-    if not dist_info.is_main:
-        shutdown(dist_info)
+    job = start_training(cfg, cfg.device, progress)
+    check_no_decay_names(list(job.model.named_parameters()), cfg.reg)  # before anything is written
+    run = _TrainRun(cfg, job, run_dir, resume, echo)
+    run.open()
+    result = run.train(progress, signals)
+    if not run.main:
+        shutdown(job.dist_info)
         if result.stop_reason in ("interrupted", "terminated"):
             raise (Terminated if result.stop_reason == "terminated" else Interrupted)("stopped by a signal")
         return {}
-    save_checkpoint(run_dir / "model.safetensors", result.state_dict, model_config)
-    summary = {
-        "run_dir": str(run_dir), "name": cfg.run.name, "seed": cfg.seed, "params": n_params,
-        "stop_reason": result.stop_reason, "steps": result.steps, "train_time_s": result.train_time_s,
-        "tokens_per_s": result.tokens_per_s, "device": setup.description, "world_size": dist_info.world_size,
-        "weights_sha256": result.checksum, "export": C.to_dict(cfg)["export"],
-        "versions": {"pgolf": pgolf.__version__, "torch": torch.__version__, "python": platform.python_version()},
-    }
+    save_checkpoint(run.dir / FLOAT_WEIGHTS, result.state_dict, dict(job.model.config))
+    summary = run.summary(result)
     if result.stop_reason in ("interrupted", "terminated", "nan"):
-        summary["error"] = result.error or f"{result.stop_reason} after {result.steps} steps"
-        summary["wall_time_s"] = time.time() - started
-        atomic_write_json(run_dir / "summary.json", summary)
-        state("failed" if result.stop_reason == "nan" else "interrupted", stop_reason=result.stop_reason)
-        shutdown(dist_info)
-        if result.stop_reason == "nan":
-            raise TrainingError(f"{result.error} (saved in {run_dir / 'model.safetensors'})")
-        pointer = checkpoints.latest()
-        resumable = f"; resume with `pgolf train --resume {run_dir}`" if pointer else ""
-        error = Terminated if result.stop_reason == "terminated" else Interrupted
-        raise error(f"{result.stop_reason} after {result.steps} steps; weights saved in "
-                    f"{run_dir / 'model.safetensors'}{resumable}")
-
-    try:
-        model.load_state_dict(result.state_dict)
-        float_eval = score(model, val, t.seq_len, cfg.export.eval_stride, setup, progress)
-        log(f"float model: val_loss {float_eval.loss:.4f} val_bpb {float_eval.bpb:.4f}")
-        out_path = run_dir / "artifacts" / f"{artifact_label(cfg)}{ARTIFACT_SUFFIX}"
-        exported = export_and_score(result.state_dict, model, model_config, cfg, out_path, val, setup, progress)
-    except BaseException as exc:
-        ended(exc)
-        raise
-    log(f"round trip: val_bpb {exported['val_bpb_roundtrip']:.4f}, {exported['bytes']['total']:,} bytes total")
-    summary.update({
-        "val_loss": float_eval.loss, "val_bpb": float_eval.bpb,
-        "val_tokens": float_eval.tokens, "val_bytes": float_eval.bytes,
-        **exported,
-        "weight_diagnostics": result.diagnostics,
-        "wall_time_s": time.time() - started,
-    })
-    atomic_write_json(run_dir / "summary.json", summary)
-    state("completed", stop_reason=result.stop_reason)
-    shutdown(dist_info)
+        run.stopped(result, summary)
+    summary = run.export(result, summary)
+    shutdown(job.dist_info)
     return summary
 
 
 RESUMABLE_KEYS = ("train.iterations", "train.wallclock_s")
-
-
 """The only settings `pgolf train --resume` may change (raise), so the continued run is the run it was."""
 
 
@@ -165,9 +196,9 @@ def resume_config(run_dir: Path, overrides: list[str]) -> C.Config:
     """The saved config of `run_dir` with `train.iterations` / `train.wallclock_s` raised by `overrides`; a
     ConfigError for a folder that is not a resumable run or for any other override."""
     run_dir = Path(run_dir)
-    saved_path = run_dir / "config.yaml"
+    saved_path = run_dir / CONFIG
     if not saved_path.is_file():
-        raise ConfigError(f"{run_dir} is not a pgolf run directory (no config.yaml)")
+        raise ConfigError(f"{run_dir} is not a pgolf run directory (no {CONFIG})")
     others = [item for item in overrides if C.override_key(item) not in RESUMABLE_KEYS]
     if others:
         raise ConfigError(f"--resume continues {run_dir} with its saved config; only {' and '.join(RESUMABLE_KEYS)} "

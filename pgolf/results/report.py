@@ -34,6 +34,7 @@ from scipy import stats
 
 from pgolf import config as C
 from pgolf.errors import ConfigError, DataError
+from pgolf.jobs.layout import CONFIG, SUMMARY, is_run_dir
 from pgolf.results import tables as T
 
 SCORE = "val_bpb_roundtrip"
@@ -122,14 +123,14 @@ def find_sources(path: Path) -> tuple[list[Path], list[Path]]:
         raise DataError(f"{path}: no such file or folder")
     if (path / "sweep.yaml").is_file():
         return [path], []
-    if (path / "summary.json").is_file():
+    if (path / SUMMARY).is_file():
         return [], [path]
     if not path.is_dir():
         raise DataError(f"{path}: not a sweep folder, a run directory or a folder of runs")
     sweeps, runs = [], []
     for dirpath, dirnames, filenames in os.walk(path):
         here = Path(dirpath)
-        if "sweep.yaml" in filenames or "summary.json" in filenames:
+        if "sweep.yaml" in filenames or SUMMARY in filenames:
             (sweeps if "sweep.yaml" in filenames else runs).append(here)
             dirnames[:] = []
             continue
@@ -158,7 +159,7 @@ def load_runs(run_dirs: list[Path]) -> Results:
     """Rows of loose run directories, with every config value as a column; keys: the values that differ."""
     rows, configs = [], []
     for run_dir in run_dirs:
-        config = _flat(C.load_plain_yaml(run_dir / "config.yaml")) if (run_dir / "config.yaml").is_file() else {}
+        config = _flat(C.load_plain_yaml(run_dir / CONFIG)) if is_run_dir(run_dir) else {}
         config = {k: _text(v) for k, v in config.items() if k not in _NOT_KEYS}
         configs.append(config)
         rows += [{**config, **row} for row in run_rows(run_dir)]
@@ -170,7 +171,7 @@ def load_runs(run_dirs: list[Path]) -> Results:
 
 def run_rows(run_dir: Path) -> list[dict[str, Any]]:
     """A run's training row (point `train`) and one row per fit-budget summary (point `fit-<bytes>`)."""
-    summary = _read_json(run_dir / "summary.json")
+    summary = _read_json(run_dir / SUMMARY)
     error = summary.get("error") or ("" if SCORE in summary else "no round-trip score in summary.json")
     common = {"seed": summary.get("seed"), "cell": run_dir.name, "run_dir": str(run_dir),
               "params": summary.get("params"), "steps": summary.get("steps"),

@@ -46,9 +46,9 @@ from pgolf.errors import ArtifactError, BudgetError, ConfigError, UsageError
 from pgolf.export.artifact import load_artifact
 from pgolf.export.coding.codecs import CODECS
 from pgolf.export.container import read_container
-from pgolf.jobs.layout import ARTIFACT_SUFFIX, record_path
-from pgolf.jobs.models import build_model, rebuild_model
-from pgolf.jobs.scorer import load_val_data, score, scored_on
+from pgolf.jobs.layout import ARTIFACT_SUFFIX, ARTIFACTS, CONFIG, artifacts_of, is_run_dir, record_path, run_dir_of
+from pgolf.jobs.models import build_model
+from pgolf.jobs.scorer import Scorer
 from pgolf.progress import ProgressFn, no_progress
 from pgolf.runtime.device import resolve_device
 
@@ -73,27 +73,23 @@ class Shipped:
 
 
 def _newest_artifact(run_dir: Path) -> Path:
-    artifacts = sorted((run_dir / "artifacts").glob(f"*{ARTIFACT_SUFFIX}"), key=lambda p: p.stat().st_mtime)
+    artifacts = artifacts_of(run_dir)
     if not artifacts:
-        raise ArtifactError(f"{run_dir}: no artifacts/*{ARTIFACT_SUFFIX} to pack (train, export or fit-budget first)")
+        raise ArtifactError(f"{run_dir}: no {ARTIFACTS}/*{ARTIFACT_SUFFIX} to pack (train, export or fit-budget "
+                            "first)")
     return artifacts[-1]
-
-
-def _run_dir_of(artifact: Path) -> Path | None:
-    parent = artifact.resolve().parent
-    return parent.parent if parent.name == "artifacts" and (parent.parent / "config.yaml").is_file() else None
 
 
 def _seed_siblings(run_dir: Path) -> list[Path]:
     """A sweep cell's sibling cells that differ from it only in the seed (itself first); just `run_dir` otherwise."""
     if run_dir.parent.name != "cells":
         return [run_dir]
-    mine = C.to_dict(C.load_yaml(run_dir / "config.yaml"))
+    mine = C.to_dict(C.load_yaml(run_dir / CONFIG))
     out = [run_dir]
     for other in sorted(run_dir.parent.iterdir()):
-        if other == run_dir or not (other / "config.yaml").is_file():
+        if other == run_dir or not is_run_dir(other):
             continue
-        theirs = C.to_dict(C.load_yaml(other / "config.yaml"))
+        theirs = C.to_dict(C.load_yaml(other / CONFIG))
         if {k: v for k, v in theirs.items() if k not in ("seed", "run")} == \
                 {k: v for k, v in mine.items() if k not in ("seed", "run")}:
             out.append(other)
@@ -102,7 +98,7 @@ def _seed_siblings(run_dir: Path) -> list[Path]:
 
 def _shipped(artifact: Path, overrides: list[str], setup, progress: ProgressFn) -> Shipped:
     """`artifact` with the config and score of its record, or (no record) its run's config and a score made now."""
-    run_dir = _run_dir_of(artifact)
+    run_dir = run_dir_of(artifact.resolve())
     record = record_path(artifact)
     if record.is_file():
         try:
@@ -114,13 +110,12 @@ def _shipped(artifact: Path, overrides: list[str], setup, progress: ProgressFn) 
         cfg = C.merge_dotted(recorded, overrides)
         return Shipped(artifact, run_dir, cfg, data["val_bpb_roundtrip"], data["val_loss_roundtrip"],
                        f"recorded ({data.get('eval_device', '?')} {data.get('eval_dtype', '?')})")
-    cfg = C.merge_dotted(C.load_yaml(run_dir / "config.yaml"), overrides) if run_dir else C.compose(overrides)
+    cfg = C.merge_dotted(C.load_yaml(run_dir / CONFIG), overrides) if run_dir else C.compose(overrides)
     model_config, state = load_artifact(artifact)
     cfg.model.vocab_size = model_config["vocab_size"]
-    val = load_val_data(cfg, cfg.train.seq_len, cfg.data.val_tokens)
-    result = score(rebuild_model(model_config, state, where=artifact), val, cfg.train.seq_len,
-                   cfg.export.eval_stride, setup, progress)
-    where = scored_on(setup)
+    scorer = Scorer.load(cfg, setup, progress)
+    result = scorer.score_weights(model_config, state, where=artifact)
+    where = scorer.scored_on
     return Shipped(artifact, run_dir, cfg, result.bpb, result.loss,
                    f"scored by pack ({where['eval_device']} {where['eval_dtype']}, no record beside the artifact)")
 
@@ -133,7 +128,7 @@ def resolve_sources(source: Path, overrides: list[str], progress: ProgressFn = n
         name = _newest_artifact(source).name
         artifacts = []
         for run in runs:
-            path = run / "artifacts" / name
+            path = run / ARTIFACTS / name
             if not path.is_file():
                 raise ArtifactError(f"{run}: no artifacts/{name}, the artifact packed from {source}")
             artifacts.append(path)

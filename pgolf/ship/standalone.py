@@ -24,9 +24,8 @@ from pathlib import Path
 
 from pgolf.errors import ConfigError, Interrupted, PgolfError, TrainingError
 from pgolf.export.artifact import load_artifact
-from pgolf.jobs.models import rebuild_model
 from pgolf.jobs.roundtrip import export_roundtrip
-from pgolf.jobs.scorer import load_val_data, score, scored_on
+from pgolf.jobs.scorer import Scorer
 from pgolf.jobs.start import start_training
 from pgolf.runtime.device import resolve_device
 from pgolf.runtime.distributed import shutdown
@@ -90,11 +89,10 @@ def evaluate_artifact(path: Path, cfg: Config) -> int:
     started = time.time()
     setup = resolve_device("auto")
     model_config, state = load_artifact(path)
-    model = rebuild_model(model_config, state, where=path)
     cfg.model.vocab_size = model_config["vocab_size"]
-    val = load_val_data(cfg, cfg.train.seq_len, cfg.data.val_tokens)
-    result = score(model, val, cfg.train.seq_len, cfg.export.eval_stride, setup)
-    where = scored_on(setup)
+    scorer = Scorer.load(cfg, setup)
+    result = scorer.score_weights(model_config, state, where=path)
+    where = scorer.scored_on
     print(f"eval {path}: {path.stat().st_size} bytes, {result.tokens} tokens, {result.bytes} bytes of text, "
           f"{where['eval_device']} {where['eval_dtype']}, {time.time() - started:.1f}s")
     print(f"val_loss:{result.loss:.10f}")
@@ -120,7 +118,7 @@ def _logger(is_main: bool) -> Callable[[str], None]:
 def train_and_score(cfg: Config, applied: list[str]) -> int:
     """Train the packed config, export it to final_model.pgolf, read it back and score it."""
     job = start_training(cfg, "auto")
-    setup, dist_info, val, model = job.setup, job.dist_info, job.val, job.model
+    setup, dist_info, val, model = job.setup, job.dist_info, job.scorer.val, job.model
     log = _logger(dist_info.is_main)
     log(f"device: {setup.description}" + (f", {dist_info.world_size} processes" if dist_info.enabled else ""))
     if applied:
@@ -137,7 +135,7 @@ def train_and_score(cfg: Config, applied: list[str]) -> int:
             raise TrainingError(result.error)
         raise Interrupted(f"interrupted after {result.steps} steps")
     model.load_state_dict(result.state_dict)
-    _, rt = export_roundtrip(result.state_dict, model, dict(model.config), cfg, Path(ARTIFACT), val, setup)
+    _, rt = export_roundtrip(result.state_dict, model, dict(model.config), cfg, Path(ARTIFACT), job.scorer)
     model_bytes = Path(ARTIFACT).stat().st_size
     script = Path(sys.modules["__main__"].__file__)
     code_bytes = script.stat().st_size

@@ -18,12 +18,12 @@ from pgolf.atomic import atomic_write_json
 from pgolf.errors import Interrupted, one_line
 from pgolf.fit.budget import fit_budget
 from pgolf.jobs.export_job import run_export
-from pgolf.jobs.layout import budget_label
+from pgolf.jobs.layout import CONFIG, FLOAT_WEIGHTS, SUMMARY, budget_label, is_run_dir
 from pgolf.jobs.sources import config_for_source
 from pgolf.jobs.train_job import run_train
 from pgolf.progress import ProgressFn, no_progress
 from pgolf.results.report import scored_columns
-from pgolf.sweep.plan import CELL_FILE, TRAIN_POINT, Plan, _axis_overrides
+from pgolf.sweep.plan import CELL_FILE, TRAIN_POINT, Plan, axis_overrides
 from pgolf.train.checkpoints import latest_checkpoint
 
 
@@ -49,7 +49,7 @@ def cell_specs(plan: Plan) -> list[CellSpec]:
     specs = []
     for cell in plan.cells:
         points = [{"label": p.label, "values": p.values,
-                   "overrides": cell.overrides + _axis_overrides(plan.export_axes, p.values)} for p in plan.points]
+                   "overrides": cell.overrides + axis_overrides(plan.export_axes, p.values)} for p in plan.points]
         specs.append(CellSpec(cell.cell_id, str(plan.cell_dir(cell)), cell.seed, cell.overrides, cell.values, points,
                               plan.max_bytes, plan.margin, budget))
     return specs
@@ -78,8 +78,8 @@ def _failed_rows(spec: CellSpec, error: str) -> list[dict[str, Any]]:
 
 
 def _finished_training(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / "summary.json"
-    if not path.is_file() or not (run_dir / "model.safetensors").is_file():
+    path = run_dir / SUMMARY
+    if not path.is_file() or not (run_dir / FLOAT_WEIGHTS).is_file():
         return None
     summary = json.loads(path.read_text())
     return summary if "error" not in summary and "val_bpb_roundtrip" in summary else None
@@ -87,9 +87,9 @@ def _finished_training(run_dir: Path) -> dict[str, Any] | None:
 
 def _resumable(run_dir: Path, cfg: C.Config) -> bool:
     """Whether `run_dir` holds an unfinished training of exactly `cfg` with a checkpoint to go on from."""
-    if not (run_dir / "config.yaml").is_file() or latest_checkpoint(run_dir) is None:
+    if not is_run_dir(run_dir) or latest_checkpoint(run_dir) is None:
         return False
-    return C.to_dict(C.load_yaml(run_dir / "config.yaml")) == C.to_dict(cfg)
+    return C.to_dict(C.load_yaml(run_dir / CONFIG)) == C.to_dict(cfg)
 
 
 def run_cell(spec: CellSpec, progress: ProgressFn = no_progress) -> list[dict[str, Any]]:

@@ -17,14 +17,10 @@ from pgolf.errors import ConfigError, UsageError
 from pgolf.results.tables import write_csv, write_parquet
 
 TRAINING_ROOTS = ("model", "train", "reg", "data")
-
-
 """Config roots whose values change the trained weights (plus `seed`)."""
 
 
 EXPORT_ROOTS = ("export",)
-
-
 """Config roots that only change the export of saved weights."""
 
 
@@ -32,8 +28,6 @@ CELL_FILE = "cell.json"
 
 
 TRAIN_POINT = "train"
-
-
 """The point label of a training's own export (used when the grid has no export axes)."""
 
 
@@ -177,7 +171,7 @@ def _product(axes: list[C.SweepAxis]) -> list[dict[str, str]]:
     return combos
 
 
-def _axis_overrides(axes: list[C.SweepAxis], values: dict[str, str]) -> list[str]:
+def axis_overrides(axes: list[C.SweepAxis], values: dict[str, str]) -> list[str]:
     return [a.override(values[a.key]) for a in axes if a.key in values]
 
 
@@ -210,17 +204,17 @@ def make_plan(overrides: list[str], name: str | None = None, seeds: int | None =
     cells = []
     for values in _product(train_axes):
         for seed in seed_list:
-            cell_overrides = base_no_seed + _axis_overrides(train_axes, values) + [f"seed={seed}"]
+            cell_overrides = base_no_seed + axis_overrides(train_axes, values) + [f"seed={seed}"]
             cells.append(TrainingCell(cell_id(values, seed), values, seed, cell_overrides))
     if export_axes:
-        points = [ExportPoint(" ".join(_axis_overrides(export_axes, v)), v) for v in _product(export_axes)]
+        points = [ExportPoint(" ".join(axis_overrides(export_axes, v)), v) for v in _product(export_axes)]
     else:
         points = [ExportPoint(TRAIN_POINT, {})]
 
     for cell in cells[:: len(seed_list)]:  # every training config once (seeds do not change validity)
         C.compose(cell.overrides, allow_sweep=True)
     for point in points if export_axes else []:
-        C.compose(cells[0].overrides + _axis_overrides(export_axes, point.values), allow_sweep=True)
+        C.compose(cells[0].overrides + axis_overrides(export_axes, point.values), allow_sweep=True)
 
     baseline_values = _parse_baseline(baseline or [], train_axes + export_axes)
     root = Path(base_cfg.run.root)

@@ -14,8 +14,8 @@ from pgolf.export.gptq import layer_hessians
 from pgolf.export.prune import prune_selective
 from pgolf.export.quantize import quantize_rows, tensor_group
 from pgolf.fit.budget import ROW_FIELDS, _shrink, budget_limit, candidate_frame, check_space
-from pgolf.fit.search import Candidate, _Search, export_config_of, short_tensor_name
-from pgolf.fit.sizes import _Setting, _SizeTable, pruned_levels
+from pgolf.fit.search import Candidate, Search, export_config_of, short_tensor_name
+from pgolf.fit.sizes import Setting, SizeTable, pruned_levels
 from pgolf.jobs.layout import output_paths
 from pgolf.model.gpt import GPT
 from pgolf.progress import no_progress
@@ -31,12 +31,12 @@ def search():
     state = {n: (torch.randn_like(t) * 0.05 if t.ndim == 2 else t.clone()) for n, t in model.state_dict().items()}
     cfg = C.Config()
     cfg.export.clip = "max"
-    s = _Search(state, dict(MODEL), cfg, C.FitConfig(bits=[4, 6, 8], embed_bits=[6, 8]), None, None, no_progress)
+    s = Search(state, dict(MODEL), cfg, C.FitConfig(bits=[4, 6, 8], embed_bits=[6, 8]), None, no_progress)
     fisher = {n: torch.rand_like(state[n]) for n in s.quant_names}
-    return s, _SizeTable(state, s.quant_names, fisher, cfg.export)
+    return s, SizeTable(state, s.quant_names, fisher, cfg.export)
 
 
-SETTING = _Setting("max", 12.0, "rans")
+SETTING = Setting("max", 12.0, "rans")
 
 
 def _uniform(s, table, bits):
@@ -66,7 +66,7 @@ def test_with_gptq_the_search_codes_gptq_levels_exactly_as_the_export_does(searc
     model.load_state_dict(s.state)
     hessians = layer_hessians(model, [torch.randint(0, 64, (4, 16))])
     cfg = dataclasses.replace(s.cfg.export, gptq=True)
-    table = _SizeTable(s.state, s.quant_names, plain.fisher, cfg, hessians)
+    table = SizeTable(s.state, s.quant_names, plain.fisher, cfg, hessians)
     cand = _uniform(s, table, 4)
     result = export_state_dict(s.state, s.model_config, export_config_of(cand, cfg), hessians=hessians)
     assert result.model_bytes - result.overhead_bytes == cand.stream_bytes

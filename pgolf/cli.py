@@ -19,7 +19,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from pgolf import config as C
 from pgolf.errors import Interrupted, PgolfError, UsageError
@@ -82,51 +81,6 @@ def compose(overrides: list[str] | None) -> C.Config:
 
 def print_json(data: dict) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def summary_table(summary: dict, title: str, max_bytes: str) -> Table:
-    """The summary of one model; headroom is against `max_bytes`, the configured budget (budget.max_bytes)."""
-    table = Table(title=title, show_header=False)
-    table.add_column("", style="bold")
-    table.add_column("", justify="right")
-    budget = C.parse_size(max_bytes)
-    rows = [
-        ("params", f"{summary['params']:,}"),
-        ("val_loss (float)", f"{summary.get('val_loss', float('nan')):.4f}"),
-        ("val_bpb (float)", f"{summary.get('val_bpb', float('nan')):.4f}"),
-    ]
-    if "val_bpb_roundtrip" in summary:
-        rows.append(("val_bpb round trip (score)", f"[bold green]{summary['val_bpb_roundtrip']:.4f}[/]"))
-        rows.append(("quantization cost", f"{summary['val_bpb_roundtrip'] - summary['val_bpb']:+.4f}"))
-    if "bytes" in summary and "total" in summary["bytes"]:
-        b = summary["bytes"]
-        rows += [("model bytes", f"{b['model']:,}"), ("code bytes", f"{b['code']:,}"),
-                 ("total bytes", f"{b['total']:,}"), (f"headroom to {max_bytes}", f"{budget - b['total']:,}")]
-    if "entropy_bound_bytes" in summary:
-        rows.append(("entropy bound", f"{summary['entropy_bound_bytes']:,}"))
-    for key, label in (("val_tokens", "val tokens"), ("val_bytes", "val bytes"), ("steps", "steps")):
-        if key in summary:
-            rows.append((label, f"{summary[key]:,}"))
-    if "eval_device" in summary:
-        rows.append(("scored on", f"{summary['eval_device']} {summary['eval_dtype']}"))
-    if "tokens_per_s" in summary:
-        rows.append(("train tokens/s", f"{summary['tokens_per_s']:,.0f}"))
-    if "train_time_s" in summary:
-        rows.append(("train time", f"{summary['train_time_s']:.1f} s"))
-    for label, value in rows:
-        table.add_row(label, value)
-    return table
-
-
-def diagnostics_table(diagnostics: dict) -> Table:
-    """Per parameter group: the numbers that explain why a regularizer changed the artifact size."""
-    table = Table(title="final weights by group")
-    for col in ("group", "params", "rms", "exact zeros", "rounds to 0", "entropy b/weight"):
-        table.add_column(col, justify="left" if col == "group" else "right")
-    for group, d in diagnostics.items():
-        table.add_row(group, f"{int(d['numel']):,}", f"{d['rms']:.4g}", f"{d['zero_frac']:.2%}",
-                      f"{d['near_zero_frac']:.2%}", f"{d['entropy_bits']:.3f}")
-    return table
 
 
 @data_app.command("prepare")
@@ -215,6 +169,8 @@ def train(
     if as_json:
         print_json(summary)
     else:
+        from pgolf.results.tables import diagnostics_table, summary_table
+
         out.print(diagnostics_table(summary["weight_diagnostics"]))
         out.print(summary_table(summary, f"pgolf train: {summary['run_dir']}", cfg.budget.max_bytes))
 
@@ -239,22 +195,9 @@ def eval_(
     if as_json:
         print_json(summary)
     else:
+        from pgolf.results.tables import summary_table
+
         out.print(summary_table(summary, f"pgolf eval: {path}", cfg.budget.max_bytes))
-
-
-def export_groups_table(summary: dict) -> Table:
-    table = Table(title="export by tensor group")
-    for col in ("group", "tensors", "params", "bits", "codec", "zeros", "entropy b/param", "bound bytes", "bytes"):
-        table.add_column(col, justify="left" if col in ("group", "codec") else "right")
-    for g in summary["export_groups"]:
-        table.add_row(g["group"], str(g["tensors"]), f"{g['params']:,}", str(g["bits"]), g["codec"],
-                      f"{g['zeros']:,}", f"{g['entropy_bits_per_param']:.3f}", f"{g['bound_bytes']:,}",
-                      f"{g['bytes']:,}")
-    groups = summary["export_groups"]
-    table.add_row("total", str(sum(g["tensors"] for g in groups)), f"{sum(g['params'] for g in groups):,}", "", "",
-                  f"{sum(g['zeros'] for g in groups):,}", "", f"{summary['entropy_bound_bytes']:,}",
-                  f"{sum(g['bytes'] for g in groups):,}", style="bold")
-    return table
 
 
 @app.command()
@@ -282,6 +225,8 @@ def export(
     if as_json:
         print_json(summary)
     else:
+        from pgolf.results.tables import export_groups_table, summary_table
+
         out.print(export_groups_table(summary))
         out.print(summary_table(summary, f"pgolf export: {summary['artifact']}", cfg.budget.max_bytes))
 
@@ -386,20 +331,9 @@ def pack(
     if as_json:
         print_json(summary)
         return
-    table = Table(title=f"pgolf pack: {summary['out']}", show_header=False)
-    table.add_column("", style="bold")
-    table.add_column("", justify="right")
-    rows = [("val_bpb" + (f" (mean of {len(summary['seeds'])} seeds)" if "seeds" in summary else ""),
-             f"[bold green]{summary['val_bpb']:.6f}[/]")]
-    if "val_bpb_std" in summary:
-        rows.append(("val_bpb std", f"{summary['val_bpb_std']:.6f}"))
-    rows += [("code bytes (train_gpt.py, " + summary["wrap"] + ")", f"{summary['bytes_code']:,}"),
-             ("total bytes", f"{summary['bytes_total']:,}"),
-             (f"headroom to {summary['budget']:,}", f"{summary['headroom_bytes']:,}"),
-             ("files", ", ".join(summary["files"]))]
-    for label, value in rows:
-        table.add_row(label, value)
-    out.print(table)
+    from pgolf.results.tables import pack_table
+
+    out.print(pack_table(summary))
 
 
 @app.command()
@@ -467,13 +401,9 @@ def _print_plan(plan, as_json: bool) -> None:
     if as_json:
         print_json(summary)
         return
-    table = Table(title=f"pgolf sweep --dry-run: {plan.folder}")
-    for col in ("cell", "seed", *[a.key for a in plan.train_axes], "finished"):
-        table.add_column(col)
-    for c in cells:
-        table.add_row(*(str(c.get(k, "")) for k in ("cell", "seed", *[a.key for a in plan.train_axes])),
-                      "yes" if c["finished"] else "")
-    out.print(table)
+    from pgolf.results.tables import plan_table
+
+    out.print(plan_table(plan, cells))
     fits = f", {summary['fit_budgets']} fit-budgets at {plan.max_bytes:,} bytes" if plan.max_bytes else ""
     out.print(f"{summary['trainings']} trainings ({sum(c['finished'] for c in cells)} finished), "
               f"{summary['exports_per_training']} export points per training{fits}; {summary['rows']} result rows. "

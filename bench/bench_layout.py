@@ -99,6 +99,17 @@ def depth(edges: dict[str, set[str]]) -> tuple[int, list[str]]:
     return len(chain) - 1, chain
 
 
+def unit_graph(edges: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The same arrows between top-level units (a flat module or a package), arrows inside a unit dropped."""
+    def unit(name: str) -> str:
+        return ".".join(name.split(".")[:2])
+
+    out: dict[str, set[str]] = {}
+    for name, targets in edges.items():
+        out.setdefault(unit(name), set()).update(unit(t) for t in targets if unit(t) != unit(name))
+    return out
+
+
 def longest_functions(trees: dict[str, ast.Module], n: int = 5) -> list[tuple[int, str]]:
     sizes = []
     for name, tree in trees.items():
@@ -119,6 +130,10 @@ def main(package: Path) -> None:
     print(f"flat modules:       {len(flat)} ({', '.join(flat)})")
     print(f"packages:           {len(packages)} ({', '.join(packages)})")
     print(f"import depth:       {d} ({' -> '.join(chain)})")
+    units = unit_graph(edges)
+    ud, uchain = depth(units)
+    print(f"unit depth:         {ud} ({' -> '.join(uchain)})   (flat modules and packages as units)")
+    print(f"unit circles:       {len(circles(units))}" + "".join(f"\n  {' <-> '.join(c)}" for c in circles(units)))
     found = circles(edges)
     print(f"import circles:     {len(found)}" + "".join(f"\n  {' <-> '.join(c)}" for c in found))
     print("longest functions:")

@@ -1,6 +1,6 @@
 """The `pgolf` command line: parse, compose the config, call a stage, render.
 
-Thin by design: every verb delegates to a plain function (experiment, fit,
+Thin by design: every verb delegates to a plain function (jobs, fit, sweep,
 data.prepare ...) and only renders its result. `main()` is the one place that
 maps PgolfError to a one-line message on stderr and an exit code
 (1 user/config/data, 2 usage, 3 budget, 130 interrupted); PGOLF_DEBUG=1 shows

@@ -2,7 +2,7 @@
 
 fit-budget's candidate table, the sweep's results and the report's cell table all pass through here,
 so a number is formatted, written and plotted one way. What is not obvious:
-- Frames are written through `pgolf.runs.atomic_write_*`: text or bytes are rendered in memory first,
+- Frames are written through `pgolf.atomic.atomic_write_*`: text or bytes are rendered in memory first,
   then renamed into place (an interrupted sweep never leaves half a CSV or half a PNG).
 - JSON is a list of records with NaN and pandas NA as null and numpy scalars as plain numbers, at full
   float precision (pandas' own `to_json` rounds to 10 digits).

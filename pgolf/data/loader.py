@@ -10,12 +10,18 @@ that span shifted by one.
 
 `sampling="random"` (pgolf's, for small corpora): every sequence of a
 micro-batch is a window of `seq_len + 1` tokens at a uniformly random position
-of the training tokens (within one shard, each start equally likely), drawn
-from a generator seeded by (seed, rank), so a run is reproducible and ranks
-draw different windows. This is what a plain training loop does; on a small
-corpus that is ordered by document and read more than once (the built-in one,
-~1.85 times by the tiny CPU run) it scored 0.30 val_bpb better than the stream
-(docs/cpu_recipe.md), which spends the end of training on the last documents.
+of the training tokens (within one shard, each start equally likely). Each
+step's global set of windows (`batch_tokens // seq_len` of them) is drawn at
+once from a generator seeded by the run's seed alone, which every rank holds a
+copy of; each rank keeps its share with the stream's layout (micro-batch m of
+rank r: the (m * world_size + r)-th block of `local_tokens // seq_len`
+windows). So a run reads the same windows whatever its world size and
+`train.grad_accum`. The seed is `[seed, 0]`, what rank 0 used when each rank
+had its own generator: one-process runs read the windows they read then. This
+is what a plain training loop does; on a small corpus that is ordered by
+document and read more than once (the built-in one, ~1.85 times by the tiny CPU
+run) it scored 0.30 val_bpb better than the stream (docs/cpu_recipe.md), which
+spends the end of training on the last documents.
 
 Validation is all validation tokens concatenated and cut to whole sequences
 plus the one extra target token.
@@ -75,7 +81,7 @@ class TokenStream:
 class RandomWindows:
     """Windows of `length` tokens at uniformly random positions of `files` (never across a shard boundary)."""
 
-    def __init__(self, files: Sequence[Path | str], length: int, seed: int, rank: int = 0):
+    def __init__(self, files: Sequence[Path | str], length: int, seed: int):
         if not files:
             raise DataError("no shards to read")
         shards = [read_shard(f) for f in files]
@@ -85,13 +91,16 @@ class RandomWindows:
         starts = np.array([tokens.size - length + 1 for tokens in self.shards], dtype=np.int64)
         self._cum_starts = np.cumsum(starts)  # start k of all shards -> (shard, offset)
         self.length = length
-        self.rng = np.random.default_rng([seed, rank])
+        self.rng = np.random.default_rng([seed, 0])
 
-    def take(self, count: int) -> np.ndarray:
-        """`count` windows, uint16 of shape (count, length)."""
-        picks = self.rng.integers(0, self._cum_starts[-1], size=count)
+    def draw(self, count: int) -> np.ndarray:
+        """`count` window starts (int64), numbered over all shards; `read` reads them."""
+        return self.rng.integers(0, self._cum_starts[-1], size=count)
+
+    def read(self, picks: np.ndarray) -> np.ndarray:
+        """The windows starting at `picks` (from `draw`), uint16 of shape (len(picks), length)."""
         shard_of = np.searchsorted(self._cum_starts, picks, side="right")
-        out = np.empty((count, self.length), dtype=np.uint16)
+        out = np.empty((len(picks), self.length), dtype=np.uint16)
         for row, (pick, shard) in enumerate(zip(picks, shard_of)):
             offset = pick - (self._cum_starts[shard - 1] if shard else 0)
             out[row] = self.shards[shard][offset:offset + self.length]
@@ -117,13 +126,16 @@ class TrainBatches:
         if sampling not in SAMPLING_MODES:
             raise ConfigError(f"train.sampling must be one of {', '.join(SAMPLING_MODES)}, got {sampling!r}")
         self.local_tokens = batch_tokens // (world_size * grad_accum)
-        self.seq_len, self.rank, self.world_size = seq_len, rank, world_size
+        self.seq_len, self.rank, self.world_size, self.grad_accum = seq_len, rank, world_size, grad_accum
         self.device = torch.device(device)
         self.sampling = sampling
         if sampling == "stream":
             self.stream = TokenStream(files)
         else:
-            self.windows = RandomWindows(files, seq_len + 1, seed, rank)
+            self.windows = RandomWindows(files, seq_len + 1, seed)
+            self._micro = 0  # micro-batches of the current step already taken (0: the next one starts a step)
+            self._step_picks = np.zeros(0, np.int64)  # the current step's window starts, all ranks'
+            self._step_rng: dict = {}  # the generator's state before it drew them
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets, int64 of shape (local_tokens // seq_len, seq_len), targets shifted by one.
@@ -131,7 +143,7 @@ class TrainBatches:
         On CUDA the tokens travel once, from pinned memory without blocking the host; x and y are views of them.
         """
         if self.sampling == "random":
-            rows = torch.from_numpy(self.windows.take(self.local_tokens // self.seq_len).astype(np.int64))  # (B, T+1)
+            rows = torch.from_numpy(self._random_rows().astype(np.int64))  # (B, T+1)
         else:
             span = self.local_tokens + 1
             chunk = self.stream.take(span * self.world_size)
@@ -142,15 +154,35 @@ class TrainBatches:
             return rows[:, :-1], rows[:, 1:]
         return rows[:-1].view(-1, self.seq_len), rows[1:].view(-1, self.seq_len)  # (B, T) each
 
+    def _random_rows(self) -> np.ndarray:
+        """This rank's windows of the next micro-batch: its block of the step's global draw (see the module doc)."""
+        if self._micro == 0:
+            self._draw_step()
+        rows = self.local_tokens // self.seq_len
+        block = self._micro * self.world_size + self.rank
+        self._micro = (self._micro + 1) % self.grad_accum
+        return self.windows.read(self._step_picks[block * rows:(block + 1) * rows])
+
+    def _draw_step(self) -> None:
+        self._step_rng = self.windows.rng.bit_generator.state
+        per_step = self.world_size * self.grad_accum * (self.local_tokens // self.seq_len)
+        self._step_picks = self.windows.draw(per_step)
+
     def state_dict(self) -> dict:
-        """Where the next batch starts (JSON-able): the stream's shard and offset, or the window generator's state."""
+        """Where the next batch starts (JSON-able): the stream's shard and offset, or the window generator's state
+        (before the current step's draw) and how many of that step's micro-batches were taken."""
         if self.sampling == "random":
-            return {"rng": self.windows.rng.bit_generator.state}
+            if self._micro:
+                return {"rng": self._step_rng, "micro": self._micro}
+            return {"rng": self.windows.rng.bit_generator.state, "micro": 0}
         return {"file": self.stream.file_index, "pos": self.stream.pos}
 
     def load_state_dict(self, state: dict) -> None:
         if self.sampling == "random":
             self.windows.rng.bit_generator.state = state["rng"]
+            self._micro = int(state.get("micro", 0))
+            if self._micro:
+                self._draw_step()
         else:
             self.stream.seek(state["file"], state["pos"])
 

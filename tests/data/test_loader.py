@@ -108,7 +108,35 @@ def test_random_sampling_changes_per_step_and_repeats_per_seed(shards):
     assert not torch.equal(first[0], other[0])
 
 
-def test_random_sampling_differs_per_rank(shards):
+@pytest.mark.parametrize("sampling", ["stream", "random"])
+@pytest.mark.parametrize("world, accum", [(2, 1), (2, 2), (3, 2)])
+def test_ranks_together_read_step_by_step_what_one_process_reads(shards, sampling, world, accum):
+    """The same global batch (6 sequences of 4 per rank and micro-batch) read by `world` ranks x `accum`
+    micro-batches and by 1 process x (world * accum) micro-batches: each step, one process's micro-batches in order
+    are the ranks' in the order (micro-batch, rank), so the union is the same and training does not depend on
+    the world size. Enough steps to wrap around the 100-token stream."""
+    batch_tokens, seq_len = 6 * 4 * world * accum, 4
+
+    def loader(rank, world_size, grad_accum):
+        return TrainBatches(shards, batch_tokens, seq_len, grad_accum, rank=rank, world_size=world_size,
+                            sampling=sampling, seed=5)
+
+    ranks = [loader(r, world, accum) for r in range(world)]
+    single = loader(0, 1, world * accum)
+    for _ in range(4):
+        together = [ranks[r].next_batch() for _ in range(accum) for r in range(world)]  # micro-batch major
+        alone = [single.next_batch() for _ in range(world * accum)]
+        assert torch.cat([x for x, _ in together]).tolist() == torch.cat([x for x, _ in alone]).tolist()
+        assert torch.cat([y for _, y in together]).tolist() == torch.cat([y for _, y in alone]).tolist()
+    if sampling == "random":  # and one micro-batch of the whole step draws the same windows
+        whole = loader(0, 1, 1)
+        again = [loader(r, world, accum) for r in range(world)]
+        for _ in range(4):
+            x = torch.cat([again[r].next_batch()[0] for _ in range(accum) for r in range(world)])
+            assert whole.next_batch()[0].tolist() == x.tolist()
+
+
+def test_random_windows_of_a_step_differ_between_ranks(shards):
     ranks = [_random_batches(shards, rank=r, world_size=2) for r in range(2)]
     x0, x1 = (loader.next_batch()[0] for loader in ranks)
     assert x0.shape == x1.shape == (4, 4) and not torch.equal(x0, x1)
@@ -139,13 +167,18 @@ def test_per_rank_split_is_the_reference_loaders(shards):
 
 
 @pytest.mark.parametrize("sampling", ["stream", "random"])
-def test_a_restored_position_replays_the_same_batches(shards, sampling):
-    batches = TrainBatches(shards, batch_tokens=16, seq_len=4, grad_accum=1, sampling=sampling, seed=3)
-    for _ in range(7):  # into the second shard
+@pytest.mark.parametrize("accum, rank, world", [(1, 0, 1), (2, 1, 2)])
+def test_a_restored_position_replays_the_same_batches(shards, sampling, accum, rank, world):
+    def loader():
+        return TrainBatches(shards, batch_tokens=16 * accum * world, seq_len=4, grad_accum=accum, rank=rank,
+                            world_size=world, sampling=sampling, seed=3)
+
+    batches = loader()
+    for _ in range(7):  # into the second shard; with 2 micro-batches a step, in the middle of a step
         batches.next_batch()
     state = batches.state_dict()
-    ahead = [batches.next_batch()[0] for _ in range(4)]
-    fresh = TrainBatches(shards, batch_tokens=16, seq_len=4, grad_accum=1, sampling=sampling, seed=3)
+    ahead = [batches.next_batch()[0] for _ in range(5)]
+    fresh = loader()
     fresh.load_state_dict(json.loads(json.dumps(state)))  # as a checkpoint stores it
     assert all(torch.equal(a, fresh.next_batch()[0]) for a in ahead)
 

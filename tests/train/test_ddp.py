@@ -1,14 +1,15 @@
 """Two gloo processes against one: the same training, agreed stops, identical replicas.
 
-Two spawned ranks run every case in turn, calling `train_model` directly (as `pgolf train` under torchrun
-does), with the stream sampling of the reference loader so that 2 ranks x 1 micro-batch read exactly the
-tokens of 1 process x 2 micro-batches. Rank 0 writes the metrics; every rank writes its result for the
-tests to check.
+Two spawned ranks run every case in turn, in one process group, calling `train_model` directly (as `pgolf
+train` under torchrun does). With either sampling mode 2 ranks x 1 micro-batch read exactly the tokens of
+1 process x 2 micro-batches. Rank 0 writes the metrics; every rank writes its result (or the TrainingError
+it raised) for the tests to check.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import torch.multiprocessing as mp
 
 from pgolf.config import compose
 from pgolf.data.loader import TrainBatches
+from pgolf.errors import TrainingError
 from pgolf.jobs.layout import MetricsLog
 from pgolf.jobs.models import build_model
 from pgolf.runtime.device import resolve_device
@@ -44,26 +46,60 @@ class _FastClock:
         return self.start + (time.perf_counter() - self.start) * self.rate
 
 
-def _train(cfg, files, val_data, rank: int, world: int, out: Path, clock=time.perf_counter, signals=None) -> None:
+class _PerturbAtStep:
+    """Batches that, when asked for step `step`'s first micro-batch, nudge one weight of `model` in place: a
+    replica that drifts from the others (DDP averages gradients, never weights, so the difference stays)."""
+
+    def __init__(self, batches: TrainBatches, model: torch.nn.Module, step: int) -> None:
+        self.batches, self.model, self.step, self.calls = batches, model, step, 0
+        self.local_tokens = batches.local_tokens
+
+    def next_batch(self):
+        self.calls += 1
+        if self.calls == self.step:
+            with torch.no_grad():
+                next(self.model.parameters()).view(-1)[0] += 1e-3
+        return self.batches.next_batch()
+
+    def state_dict(self) -> dict:
+        return self.batches.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batches.load_state_dict(state)
+
+
+def _train(cfg, files, val_data, rank: int, world: int, out: Path, clock=time.perf_counter, signals=None,
+           perturb_at: int = 0) -> None:
     torch.manual_seed(cfg.seed + rank)  # as start_training seeds; DDP then broadcasts rank 0's weights
     model = build_model(cfg)
     batches = TrainBatches(files, cfg.train.batch_tokens, cfg.train.seq_len, cfg.train.grad_accum, rank=rank,
-                           world_size=world, sampling="stream")
+                           world_size=world, sampling=cfg.train.sampling, seed=cfg.seed)
+    if perturb_at:
+        batches = _PerturbAtStep(batches, model, perturb_at)
     info = DistInfo(rank=rank, world_size=world)
     metrics = MetricsLog(out / "metrics.jsonl") if rank == 0 else NullMetrics()
     try:
         result = train_model(cfg, model, batches, *val_data, resolve_device("cpu"), info, metrics, lambda _m: None,
                              clock=clock, signals=signals)
+    except TrainingError as exc:
+        torch.save({"error": str(exc)}, out / f"rank{rank}.pt")
+        return
     finally:
         metrics.close()
     torch.save({"state": result.state_dict, "steps": result.steps, "stop_reason": result.stop_reason,
                 "checksum": result.checksum, "train_time_s": result.train_time_s}, out / f"rank{rank}.pt")
 
 
-CASES = {
-    "plain": BASE,
-    "skew": [*BASE, "train.iterations=1000", "train.wallclock_s=500"],  # rank 1's clock runs 1000x fast
-    "signal": BASE,  # SIGTERM reaches rank 1 alone, at its 4th step
+FROZEN = ["train.matrix_lr=0", "train.embed_lr=0", "train.scalar_lr=0", "train.val_every=3", "train.val_tokens=1024"]
+CASES = {  # case -> (every rank's overrides, rank 1's extra overrides)
+    "stream": (BASE, []),
+    "random": ([*BASE, "train.sampling=random"], []),
+    "skew": ([*BASE, "train.iterations=1000", "train.wallclock_s=500"], []),  # rank 1's clock runs 1000x fast
+    "signal": (BASE, []),  # SIGTERM reaches rank 1 alone, at its 4th step
+    "drift": (BASE, []),  # rank 1 nudges a weight of its own at the last step
+    # Frozen weights: val_bpb is the same at every validation (steps 3, 6, 9), so rank 0 (patience 1) stops at
+    # step 6; rank 1 (patience 5) would not stop by itself before step 12 and must follow rank 0's decision.
+    "early_stop": ([*BASE, *FROZEN, "reg.early_stop_patience=1"], ["reg.early_stop_patience=5"]),
 }
 
 
@@ -72,12 +108,14 @@ def _rank_main(rank: int, world: int, init_file: str, files: list[str], val_data
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        for case, overrides in CASES.items():
+        for case, (overrides, rank1_extra) in CASES.items():
             clock = _FastClock(1000.0) if case == "skew" and rank == 1 else time.perf_counter
             signals = SignalAfter(4) if case == "signal" and rank == 1 else None
+            perturb_at = ITERS if case == "drift" and rank == 1 else 0
             folder = Path(out) / case
             folder.mkdir(exist_ok=True)
-            _train(compose(overrides), [Path(f) for f in files], val_data, rank, world, folder, clock, signals)
+            cfg = compose([*overrides, *(rank1_extra if rank == 1 else [])])
+            _train(cfg, [Path(f) for f in files], val_data, rank, world, folder, clock, signals, perturb_at)
     finally:
         dist.destroy_process_group()
 
@@ -111,20 +149,25 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def test_two_ranks_train_like_one_process_with_two_micro_batches(tmp_path, corpus, val_data, ranks):
-    ranks = ranks["plain"]
+@pytest.mark.parametrize("sampling", ["stream", "random"])
+def test_two_ranks_train_like_one_process_with_two_micro_batches(tmp_path, corpus, val_data, ranks, sampling):
+    overrides, _ = CASES[sampling]
+    ranks = ranks[sampling]
     single_dir = tmp_path / "single"
     single_dir.mkdir()
-    _train(compose([*BASE, "train.grad_accum=2"]), corpus.train_files, val_data, 0, 1, single_dir)
+    _train(compose([*overrides, "train.grad_accum=2"]), corpus.train_files, val_data, 0, 1, single_dir)
     single = torch.load(single_dir / "rank0.pt", weights_only=True)
     two, one = _losses(ranks[0]["dir"]), _losses(single_dir)
     assert len(two) == len(one) == ITERS
     loss_diff = max(abs(a - b) for a, b in zip(two, one))
     weight_diff = max(float((ranks[0]["state"][k] - v).abs().max()) for k, v in single["state"].items())
-    print(f"1 vs 2 processes: max per-step loss difference {loss_diff:.3g}, max weight difference {weight_diff:.3g}")
-    # Exactly equal, not merely close: each rank's half-batch mean loss and gradient are computed exactly as one
-    # process computes a micro-batch's, and the two are combined as (a + b) / 2 by DDP (gloo sum, then / 2) and as
-    # a / 2 + b / 2 by gradient accumulation, which are the same float for two terms (halving is exact).
+    print(f"{sampling}, 1 vs 2 processes: max per-step loss difference {loss_diff:.3g}, "
+          f"max weight difference {weight_diff:.3g}")
+    # Exactly equal, not merely close: both read the same windows (the stream's spans, or one draw of the step's
+    # random windows split into the same blocks), each rank's half-batch mean loss and gradient are computed
+    # exactly as one process computes a micro-batch's, and the two are combined as (a + b) / 2 by DDP (gloo sum,
+    # then / 2) and as a / 2 + b / 2 by gradient accumulation, which are the same float for two terms (halving is
+    # exact).
     assert loss_diff == 0 and weight_diff == 0
     assert ranks[0]["checksum"] == ranks[1]["checksum"]  # every replica ends with the same weights, bit for bit
     assert all(torch.equal(ranks[0]["state"][k], ranks[1]["state"][k]) for k in single["state"])
@@ -144,10 +187,26 @@ def test_a_signal_on_one_rank_stops_every_rank_after_the_same_step(ranks):
     assert ranks[0]["checksum"] == ranks[1]["checksum"]
 
 
+def test_a_replica_that_drifted_ends_training_with_an_error_on_every_rank(ranks):
+    ranks = ranks["drift"]
+    for result in ranks:
+        assert "error" in result, "training ended normally although rank 1 held other weights"
+        match = re.fullmatch(r"ranks ended with different weights \(checksums by rank: (\w{16}), (\w{16})\)",
+                             result["error"])
+        assert match and match.group(1) != match.group(2), result["error"]
+    assert ranks[0]["error"] == ranks[1]["error"]  # both ranks saw both checksums
+
+
+def test_rank_0s_early_stop_stops_every_rank_at_the_same_step(ranks):
+    ranks = ranks["early_stop"]
+    assert [r["stop_reason"] for r in ranks] == ["early_stop", "early_stop"]
+    assert ranks[0]["steps"] == ranks[1]["steps"] == 6  # the second validation, no better than the first
+    assert ranks[0]["checksum"] == ranks[1]["checksum"]
+
+
 def test_ranks_holding_different_weights_is_an_error(tmp_path):
     from pgolf.runtime.distributed import check_replicas_agree, weights_checksum
 
     state = {"w": torch.ones(3)}
     assert check_replicas_agree(state, DistInfo()) == weights_checksum(state)
     assert weights_checksum({"w": torch.tensor([1.0, 1.0, 1.0 + 1e-7])}) != weights_checksum(state)
-

@@ -258,7 +258,7 @@ def cell_table(results: Results, by: list[str] | None = None, baseline: dict[str
     budget = max_bytes or results.max_bytes or CHALLENGE_MAX_BYTES
 
     canon = pd.DataFrame({k: rows[k].map(_canon) for k in keys}, index=rows.index)
-    canon["point"] = rows["point"].astype(str)
+    canon["point"] = rows["point"].astype(str).map(lambda point: _point_values(point, {}))
     groups = list(rows.groupby([canon[c] for c in canon.columns], sort=False, dropna=False))
     ids = [g if isinstance(g, tuple) else (g,) for g, _ in groups]
     cells = [_aggregate(frame, keys) for _, frame in groups]
@@ -314,12 +314,20 @@ def _baseline_index(ids: list[tuple], i: int, keys: list[str], spec: dict[str, s
     want = list(ids[i])
     for key, value in spec.items():
         want[keys.index(key)] = _canon(value)
+    want[-1] = _point_values(want[-1], spec)  # an export key's value is also in its point's label
     for j, cell_id in enumerate(ids):
         if spec and list(cell_id) == want:
             return j
         if not spec and _point_family(cell_id[-1]) == _point_family(want[-1]):
             return j
     return None
+
+
+def _point_values(point: str, spec: dict[str, str]) -> str:
+    """An export point's label (`export.bits=5 export.prune=0.02`) with `spec`'s values put in and every value in
+    comparison form (`_canon`); `train` and `fit-<bytes>` unchanged."""
+    parts = [part.partition("=") for part in point.split(" ")]
+    return " ".join(f"{k}={_canon(spec.get(k, v))}" if sep else k for k, sep, v in parts)
 
 
 def _point_family(point: str) -> str:

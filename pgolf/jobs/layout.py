@@ -26,6 +26,16 @@ from typing import Any
 from pgolf.atomic import atomic_write_json, atomic_write_text
 from pgolf.schema import Config, to_dict
 
+CONFIG = "config.yaml"
+STATE = "state.json"
+TRAIN_LOG = "train.log"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+FLOAT_WEIGHTS = "model.safetensors"
+ARTIFACTS = "artifacts"
+ARTIFACT_SUFFIX = ".pgolf"
+FIT = "fit"
+
 
 def create_run_dir(root: Path | str, name: str) -> Path:
     """A new `root/<YYYY-MM-DD>/<HH-MM-SS>-<name>/`, with `root/latest` pointing at it."""
@@ -70,7 +80,7 @@ class MetricsLog:
 def write_run_state(run_dir: Path, state: str, **fields: Any) -> None:
     """`run_dir/state.json`: the state (running, completed, interrupted or failed), when it was written, and by which
     process (plus `fields`)."""
-    atomic_write_json(Path(run_dir) / "state.json", {
+    atomic_write_json(Path(run_dir) / STATE, {
         "state": state, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), "pid": os.getpid(),
         "host": socket.gethostname(), **fields})
 
@@ -87,13 +97,6 @@ def keep_metrics_through(path: Path, step: int) -> None:
         except ValueError:
             continue  # a line cut short by a kill
     atomic_write_text(path, "".join(f"{line}\n" for line in kept))
-
-
-ARTIFACT_SUFFIX = ".pgolf"
-CONFIG = "config.yaml"
-SUMMARY = "summary.json"
-FLOAT_WEIGHTS = "model.safetensors"
-ARTIFACTS = "artifacts"
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
@@ -160,8 +163,8 @@ def output_paths(source: Path, max_bytes: int) -> dict[str, Path]:
     label = budget_label(max_bytes)
     if source.is_dir():
         return {"artifact": source / ARTIFACTS / f"{label}{ARTIFACT_SUFFIX}",
-                "csv": source / "fit" / f"{label}.csv", "json": source / "fit" / f"{label}.json",
-                "config": source / "fit" / f"{label}.yaml"}
+                "csv": source / FIT / f"{label}.csv", "json": source / FIT / f"{label}.json",
+                "config": source / FIT / f"{label}.yaml"}
     stem = f"{source.stem}.{label}"
     return {"artifact": source.with_name(stem + ARTIFACT_SUFFIX), "csv": source.with_name(stem + ".csv"),
             "json": source.with_name(stem + ".json"), "config": source.with_name(stem + ".yaml")}

@@ -24,7 +24,9 @@ from pgolf.jobs.layout import (
     ARTIFACTS,
     CONFIG,
     FLOAT_WEIGHTS,
+    METRICS,
     SUMMARY,
+    TRAIN_LOG,
     MetricsLog,
     artifact_label,
     create_run_dir,
@@ -70,14 +72,14 @@ class _TrainRun:
             Path(run_dir).mkdir(parents=True, exist_ok=True)
         self.dir = Path(broadcast_text(str(run_dir) if self.main else "", job.dist_info))
         self.checkpoints = CheckpointStore(self.dir, job.dist_info, job.setup.device)
-        log_path = self.dir / "train.log"
+        log_path = self.dir / TRAIN_LOG
         self.log_lines = log_path.read_text().splitlines() if resume and log_path.is_file() else []
         self.started = time.time()
 
     def log(self, message: str) -> None:
         if self.main:
             self.log_lines.append(message)
-            atomic_write_text(self.dir / "train.log", "\n".join(self.log_lines) + "\n")
+            atomic_write_text(self.dir / TRAIN_LOG, "\n".join(self.log_lines) + "\n")
             self.echo(message)
 
     def state(self, name: str, **fields) -> None:
@@ -96,7 +98,7 @@ class _TrainRun:
         if self.main:
             atomic_write_text(self.dir / CONFIG, C.to_yaml(cfg))
             if self.resume:
-                keep_metrics_through(self.dir / "metrics.jsonl", self.checkpoints.latest()["step"])
+                keep_metrics_through(self.dir / METRICS, self.checkpoints.latest()["step"])
         self.state("running")
         self.log(f"run: {self.dir}" + (" (resumed)" if self.resume else ""))
         dist = job.dist_info
@@ -106,7 +108,7 @@ class _TrainRun:
 
     def train(self, progress: ProgressFn, signals: StopSignals) -> TrainResult:
         job = self.job
-        metrics = MetricsLog(self.dir / "metrics.jsonl") if self.main else NullMetrics()
+        metrics = MetricsLog(self.dir / METRICS) if self.main else NullMetrics()
         try:
             return train_model(self.cfg, job.model, job.batches, job.scorer.val.tokens, job.scorer.val.luts,
                                job.setup, job.dist_info, metrics, self.log, progress, signals=signals,

@@ -46,7 +46,16 @@ from pgolf.errors import ArtifactError, BudgetError, ConfigError, UsageError
 from pgolf.export.artifact import load_artifact
 from pgolf.export.coding.codecs import CODECS
 from pgolf.export.container import read_container
-from pgolf.jobs.layout import ARTIFACT_SUFFIX, ARTIFACTS, CONFIG, artifacts_of, is_run_dir, record_path, run_dir_of
+from pgolf.jobs.layout import (
+    ARTIFACT_SUFFIX,
+    ARTIFACTS,
+    CONFIG,
+    TRAIN_LOG,
+    artifacts_of,
+    is_run_dir,
+    record_path,
+    run_dir_of,
+)
 from pgolf.jobs.models import build_model
 from pgolf.jobs.scorer import Scorer
 from pgolf.progress import ProgressFn, no_progress
@@ -195,7 +204,7 @@ def pack(source: Path, out: Path, overrides: list[str], max_bytes: str | None = 
         "README.md": _readme(items, submission, budget, wrap, command).encode(),
     }
     for item in items:
-        log = item.run_dir / "train.log" if item.run_dir else None
+        log = item.run_dir / TRAIN_LOG if item.run_dir else None
         if log is not None and log.is_file():
             files[f"train_seed{item.cfg.seed}.log"] = log.read_bytes()
     _write_folder(out, files, submission, force)

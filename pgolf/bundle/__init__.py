@@ -11,9 +11,11 @@ time (`bundle_modules` refuses a bundle that would break).
 Two forms (`--wrap`):
 - `none`: readable. The packed config, the modules verbatim as string
   literals, and `bootstrap.py`, which unpacks them to files and runs them.
-- `lzma` (the default, as the top records ship): the same script with
-  docstrings, comments and annotations stripped (ast round trip), one-space
-  indents, lzma-compressed and base85-encoded inside a one-line `exec`.
+- `lzma` (the default, as the top records ship): the same script minified
+  (docstrings, comments, annotations and unused code out, names shortened:
+  python-minifier per module, pgolf across modules) with the modules under
+  one- or two-letter keys in one flat package, lzma-compressed and
+  base85-encoded inside a one-line `exec`.
 
 The packed config holds only what differs from the schema defaults (the
 bundled schema fills the rest), and no run/budget/fit/launcher/device
@@ -24,5 +26,6 @@ size.
 
 
 Modules: `graph` (which pgolf modules and packages a config's script carries), `minify` (stripping and
-renaming), `script` (the two wraps), `code_bytes` (the measured size every total counts).
+renaming), `flat` (the compact script's short module keys), `script` (the two wraps), `code_bytes` (the measured
+size every total counts).
 """

@@ -5,6 +5,7 @@ a hash of the sources and the packed config (in-process and on disk), unless the
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import sys
@@ -26,8 +27,9 @@ def cache_dir() -> Path:
 
 def _cache_key(cfg: Config) -> str:
     """A hash of everything the measured size depends on: pgolf's sources, the packed config, the Python that
-    unparses them."""
-    digest = hashlib.sha256(f"{sys.version}\0{packed_config(cfg)!r}".encode())
+    unparses them and the python-minifier that prints them."""
+    minifier = importlib.metadata.version("python-minifier")
+    digest = hashlib.sha256(f"{sys.version}\0{minifier}\0{packed_config(cfg)!r}".encode())
     for path in sorted(PACKAGE.rglob("*.py")):
         digest.update(path.relative_to(PACKAGE).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()

@@ -24,8 +24,6 @@ ENTRY = "pgolf.ship.standalone"
 
 
 PACKED_SECTIONS = ("data", "model", "train", "reg", "export", "seed")
-
-
 """Config parts the script needs; run, budget, fit, launcher and device are pgolf's own."""
 
 
@@ -44,8 +42,6 @@ GATED: dict[str, Callable[[Config], bool]] = {
     "zstandard": lambda cfg: cfg.export.codec in ("auto", "zstd"),
     "brotli": lambda cfg: cfg.export.codec in ("auto", "brotli"),
 }
-
-
 """Imports followed only when the config uses them (module or third-party package -> does it)."""
 
 

@@ -1,5 +1,10 @@
-"""pgolf's minifier: docstrings, comments and annotations stripped, unused imports and unreferenced
-top-level code dropped, globals renamed across modules and function locals renamed.
+"""Minifying the bundle: python-minifier (PyPI `python-minifier`) per module, and what needs the whole bundle,
+which pgolf does: unused imports and unreferenced top-level code dropped, globals renamed across modules, and the
+parameters no call in the bundle names by keyword renamed.
+
+The order (`script._compact_modules`): `prepare` each module (annotations out, so that `drop_unused_imports` sees
+what they used), `drop_unused_imports`, `shake`, `rename_globals`, `rename_parameters`, then `minify_module`:
+python-minifier strips docstrings, renames locals and prints the module compactly.
 """
 
 from __future__ import annotations
@@ -8,95 +13,67 @@ import ast
 import builtins
 import keyword
 
+import python_minifier
+
 from pgolf.bundle.graph import _module_file
 
 
-class _Strip(ast.NodeTransformer):
-    """Drop docstrings and bare strings, function annotations, annotation-only statements and exception chaining
-    (`raise ... from ...`); dataclass fields keep an annotation (`int`: only its presence counts)."""
+class _Prepare(ast.NodeTransformer):
+    """Annotations out (a class-body one, a dataclass or NamedTuple field, becomes `int`: only its presence counts),
+    exception chaining (`raise ... from ...`: it only shapes tracebacks) and `from __future__` imports."""
 
     def __init__(self) -> None:
         self.in_class = [False]
 
-    @staticmethod
-    def _body(body: list[ast.stmt]) -> list[ast.stmt]:
-        kept = [s for s in body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant)
-                                        and isinstance(s.value.value, str))]
-        return kept or [ast.Pass()]
-
-    def visit_Module(self, node: ast.Module) -> ast.Module:
-        self.generic_visit(node)
-        node.body = self._body(node.body) if node.body else []
-        return node
+    def visit_ImportFrom(self, node: ast.ImportFrom):
+        return None if node.module == "__future__" else node
 
     def visit_Raise(self, node: ast.Raise) -> ast.Raise:
-        node.cause = None  # `from exc` / `from None` only shape tracebacks; the script prints one line
+        node.cause = None
         return node
-
-    def visit_ImportFrom(self, node: ast.ImportFrom):
-        return None if node.module == "__future__" else node  # no annotation is left to postpone
 
     def visit_ClassDef(self, node: ast.ClassDef) -> ast.ClassDef:
         self.in_class.append(True)
         self.generic_visit(node)
         self.in_class.pop()
-        node.body = self._body(node.body)
         return node
 
     def visit_FunctionDef(self, node):
         self.in_class.append(False)
         self.generic_visit(node)
         self.in_class.pop()
-        node.body = self._body(node.body)
+        node.body = node.body or [ast.Pass()]
         node.returns = None
-        a = node.args
-        for arg in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg]:
-            if arg is not None:
-                arg.annotation = None
+        for arg in _params(node):
+            arg.annotation = None
         return node
 
     visit_AsyncFunctionDef = visit_FunctionDef
 
     def visit_AnnAssign(self, node: ast.AnnAssign):
-        if self.in_class[-1]:  # a dataclass field needs an annotation, not a meaningful one
-            node.annotation = ast.Name("int")
+        if self.in_class[-1]:
+            node.annotation = ast.Name("int", ast.Load())
             return node
         if node.value is None:
             return None
         return ast.copy_location(ast.Assign(targets=[node.target], value=node.value), node)
 
 
-_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+def prepare(tree: ast.Module) -> ast.Module:
+    """`tree` without annotations, exception chaining and `from __future__` imports (`_Prepare`)."""
+    return ast.fix_missing_locations(_Prepare().visit(tree))
 
 
-def _own_nodes(scope: ast.AST):
-    """Nodes of `scope`'s body, not descending into nested functions, lambdas or classes."""
-    todo = list(ast.iter_child_nodes(scope))
-    while todo:
-        node = todo.pop()
-        yield node
-        if not isinstance(node, (*_SCOPES, ast.ClassDef)):
-            todo.extend(ast.iter_child_nodes(node))
+_OPTIONS = {"remove_literal_statements": True, "remove_annotations": True, "rename_locals": True,
+            "rename_globals": False, "hoist_literals": False, "prefer_single_line": True}
+"""python-minifier's settings: docstrings out, locals renamed, statements joined by `;` where that costs nothing,
+no literal hoisting (its `A='text'` names cost more bytes after lzma than the repeated literals: bench_minify),
+globals left to `rename_globals`, which sees the whole bundle."""
 
 
-def _nested_bindings(scope: ast.AST) -> set[str]:
-    """Names bound inside functions, lambdas and classes nested in `scope` (any depth)."""
-    names: set[str] = set()
-    for node in ast.walk(scope):
-        if node is scope:
-            continue
-        if isinstance(node, (*_SCOPES, ast.ClassDef)):
-            if not isinstance(node, ast.Lambda):
-                names.add(node.name)
-            if not isinstance(node, ast.ClassDef):
-                a = node.args
-                names |= {x.arg for x in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg] if x}
-            for inner in ast.walk(node):
-                if isinstance(inner, ast.Name) and not isinstance(inner.ctx, ast.Load):
-                    names.add(inner.id)
-                elif isinstance(inner, (ast.Global, ast.Nonlocal)):
-                    names |= set(inner.names)
-    return names
+def minify_module(tree: ast.Module) -> str:
+    """The module compacted by python-minifier."""
+    return python_minifier.minify(ast.unparse(tree), **_OPTIONS)
 
 
 def _short_names(taken: set[str]):
@@ -109,13 +86,6 @@ def _short_names(taken: set[str]):
 def _params(func: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.arg]:
     a = func.args
     return [x for x in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg] if x]
-
-
-def _body_nodes(func: ast.AST):
-    """Every node of a function's body and its parameters (not defaults or decorators: they run outside it)."""
-    yield from _params(func)
-    for stmt in func.body:
-        yield from ast.walk(stmt)
 
 
 def positional_only_functions(trees: dict[str, ast.Module]) -> set[str]:
@@ -131,59 +101,74 @@ def positional_only_functions(trees: dict[str, ast.Module]) -> set[str]:
     return {name for name in tops & calls if name not in other}
 
 
-def rename_locals(tree: ast.Module, positional: set[str] = frozenset(), keywords: set[str] = frozenset()
-                  ) -> ast.Module:
-    """Give every function's own local variables short names; parameters too where no caller can name them
-    (`self`/`cls` of methods; functions in `positional` for parameters not in `keywords`, the bundle's keyword
-    arguments).
+def _rebound(func: ast.AST) -> set[str]:
+    """Names that a scope nested in `func` binds, or that `func` binds by import, global or nonlocal."""
+    names: set[str] = set()
+    for node in ast.walk(func):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(x.asname or x.name).split(".")[0] for x in node.names}
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            names |= set(node.names)
+        elif node is not func and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef,
+                                                     ast.comprehension)):
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.arg):
+                    names.add(inner.arg)
+                elif isinstance(inner, ast.Name) and not isinstance(inner.ctx, ast.Load):
+                    names.add(inner.id)
+                elif isinstance(inner, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    names.add(inner.name)
+    return names
 
-    A name is renamed only when the function binds it and no nested scope binds it too; the new names avoid every
-    identifier of the module and the builtins, so no global, builtin or outer variable is captured."""
-    taken = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | set(dir(builtins))
-    taken |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
-    taken |= {n.arg for n in ast.walk(tree) if isinstance(n, ast.arg)}
-    methods = {id(f) for c in ast.walk(tree) if isinstance(c, ast.ClassDef) for f in c.body}
-    top = {id(f) for f in tree.body}
-    for func in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
-        params = _params(func)
-        free = set()
-        if id(func) in methods and params and params[0].arg in ("self", "cls") and not func.decorator_list:
-            free.add(params[0].arg)
-        if id(func) in methods:
-            free |= {x.arg for x in params[1:] if x.arg not in keywords and x not in func.args.kwonlyargs}
-        if id(func) in top and func.name in positional:
-            free |= {x.arg for x in params if x.arg not in keywords and x not in func.args.kwonlyargs}
-        fixed = ({x.arg for x in params} - free) | _nested_bindings(func)
-        counts: dict[str, int] = dict.fromkeys(sorted(free), 0)  # sorted: set order varies by process
-        nodes = list(_body_nodes(func))
-        for node in nodes:
-            if isinstance(node, (ast.Global, ast.Nonlocal)):
-                fixed |= set(node.names)
-            elif isinstance(node, (ast.Import, ast.ImportFrom)):
-                fixed |= {(x.asname or x.name).split(".")[0] for x in node.names}
-            elif isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
-                counts.setdefault(node.id, 0)
-            elif isinstance(node, ast.ExceptHandler) and node.name:
-                counts.setdefault(node.name, 0)
-        names = [node for node in nodes if isinstance(node, ast.Name)]
-        for node in names:
-            if node.id in counts:
-                counts[node.id] += 1
-        local = sorted((n for n in counts if n not in fixed), key=lambda n: (-counts[n], n))
-        mapping = dict(zip(local, _short_names(taken | {node.id for node in names})))
-        for node in nodes:
-            if isinstance(node, ast.Name) and node.id in mapping:
-                node.id = mapping[node.id]
-            elif isinstance(node, ast.ExceptHandler) and node.name in mapping:
-                node.name = mapping[node.name]
-            elif isinstance(node, ast.arg) and node.arg in mapping and node in params:
-                node.arg = mapping[node.arg]
-    return tree
+
+def rename_parameters(trees: dict[str, ast.Module], positional: set[str], keywords: set[str]) -> dict[str, ast.Module]:
+    """Give short names to the parameters no caller can name, which python-minifier, seeing one module, keeps:
+    `*args`, `**kwargs`, `self`/`cls` of undecorated methods, and the positional parameters no call in the bundle
+    names as a keyword (`keywords`) of methods and of the top-level functions in `positional`.
+
+    A parameter that a nested scope, an import, `global` or `nonlocal` rebinds keeps its name; the new names avoid
+    every identifier of the module, the builtins and the new names of the enclosing functions."""
+    for tree in trees.values():
+        _ParameterRenamer(tree, positional, keywords).visit(tree, set())
+    return trees
+
+
+class _ParameterRenamer:
+    def __init__(self, tree: ast.Module, positional: set[str], keywords: set[str]) -> None:
+        self.taken = set(dir(builtins)).union(*(_identifiers(node) for node in ast.walk(tree)))
+        self.methods = {id(f) for c in ast.walk(tree) if isinstance(c, ast.ClassDef) for f in c.body}
+        self.top = {id(f) for f in tree.body if isinstance(f, ast.FunctionDef) and f.name in positional}
+        self.keywords = keywords
+
+    def _free(self, func: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.arg]:
+        a = func.args
+        free = [x for x in (a.vararg, a.kwarg) if x]
+        named = [*a.posonlyargs, *a.args]
+        if id(func) in self.methods and named and named[0].arg in ("self", "cls") and not func.decorator_list:
+            free.append(named.pop(0))
+        if id(func) in self.methods or id(func) in self.top:
+            free += [x for x in named if x.arg not in self.keywords]
+        rebound = _rebound(func)
+        return [x for x in free if x.arg not in rebound]
+
+    def visit(self, node: ast.AST, outer: set[str]) -> None:
+        """Rename in the functions under `node`; `outer`: the new names of the functions around them."""
+        for func in ast.iter_child_nodes(node):
+            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                self.visit(func, outer)
+                continue
+            free = self._free(func)
+            mapping = dict(zip((x.arg for x in free), _short_names(self.taken | outer)))
+            for x in free:
+                x.arg = mapping[x.arg]
+            for stmt in func.body:
+                for inner in ast.walk(stmt):
+                    if isinstance(inner, ast.Name) and inner.id in mapping:
+                        inner.id = mapping[inner.id]
+            self.visit(func, outer | set(mapping.values()))
 
 
 _NAMED_CLASSES = ("errors", "schema")
-
-
 """Modules whose class names reach users (`__name__` in messages: config records, error types)."""
 
 
@@ -248,35 +233,6 @@ def _identifiers(node: ast.AST) -> set[str]:
     if isinstance(node, ast.alias):
         return {node.name.split(".")[0], node.asname or ""} - {""}
     return set()
-
-
-def _unparse(tree: ast.Module) -> str:
-    """Source of `tree` with one space per indent level and without the parentheses ast.unparse puts around a
-    tuple that is assigned or returned."""
-    code = ast.unparse(tree)
-    lines = []
-    for line in code.splitlines():
-        body = line.lstrip(" ")
-        lines.append(" " * ((len(line) - len(body)) // 4) + _bare_tuple(body))
-    return "\n".join(lines) + "\n"
-
-
-def _bare_tuple(stmt: str) -> str:
-    """`a, b = (x, y)` -> `a, b = x, y` and `return (x, y)` -> `return x, y`, kept only when the statement parses to
-    the same tree."""
-    if not stmt.endswith(")"):
-        return stmt
-    for marker in ("= (", "return ("):
-        at = stmt.find(marker)
-        if at < 0 or (marker == "return (" and at != 0):
-            continue
-        candidate = stmt[: at + len(marker) - 1] + stmt[at + len(marker): -1]
-        try:
-            if ast.dump(ast.parse(candidate)) == ast.dump(ast.parse(stmt)):
-                return candidate
-        except SyntaxError:
-            pass
-    return stmt
 
 
 def _literal(text: str) -> str:

@@ -9,16 +9,17 @@ import lzma
 import pprint
 
 import pgolf
+from pgolf.bundle.flat import flat_keys, flatten_imports
 from pgolf.bundle.graph import PACKAGE, bundle_modules, packed_config
 from pgolf.bundle.minify import (
     _literal,
     _package_names_used,
-    _Strip,
-    _unparse,
     drop_unused_imports,
+    minify_module,
     positional_only_functions,
+    prepare,
     rename_globals,
-    rename_locals,
+    rename_parameters,
     shake,
 )
 from pgolf.errors import ConfigError
@@ -49,22 +50,38 @@ def _compact(cfg: Config, modules: dict[str, str]) -> str:
     return f"CONFIG={packed_config(cfg)!r}\n{_compact_modules(tuple(modules.items()), BOOTSTRAP.read_text())}"
 
 
+def _shipped(modules: dict[str, str]) -> dict[str, str]:
+    """Path -> source of the modules the compact script carries: a package `__init__` only when some module takes a
+    name from it, and the root's, emptied unless one does (it makes the folder a package)."""
+    used = _package_names_used(modules)
+    return {name: text if name != "__init__" or name in used else "" for name, text in modules.items()
+            if not name.endswith("__init__") or name in used or name == "__init__"}
+
+
+def compact_keys(cfg: Config) -> dict[str, str]:
+    """Path in the package without `.py` (`export/coding/rans`) -> its key in the compact script for `cfg` (`c`),
+    for the modules that script carries."""
+    shipped = _shipped(bundle_modules(cfg))
+    keys = flat_keys(shipped)
+    return {name: keys[name] for name in shipped}
+
+
 @functools.lru_cache(maxsize=8)
 def _compact_modules(modules: tuple[tuple[str, str], ...], bootstrap_source: str) -> str:
-    """`MODULES={...}` and the bootstrap, compacted: docstrings, comments, annotations and unused imports stripped,
-    unreferenced top-level code dropped, globals and locals renamed; a package `__init__` no module takes a name
-    from ships empty. It depends on the module set only, so configs that share one share the work (~1 s)."""
-    sources = dict(modules)
-    needed = _package_names_used(sources)
-    trees = {name: _Strip().visit(ast.parse(text if not name.endswith("__init__") or name in needed else ""))
-             for name, text in sources.items()}
+    """`MODULES={...}` and the bootstrap, compacted (`minify`): annotations and unused imports stripped,
+    unreferenced top-level code dropped, globals and parameters renamed across the bundle, modules flattened to
+    short keys (`flat`), then each module minified by python-minifier. It depends on the module set only, so
+    configs that share one share the work (a few seconds)."""
+    sources = _shipped(dict(modules))
+    keys = flat_keys(sources)
+    trees = {name: flatten_imports(prepare(ast.parse(text)), keys) for name, text in sources.items()}
     trees = rename_globals(shake(drop_unused_imports(trees)), keep={"main", "run"})
-    positional = positional_only_functions(trees)
     keywords = {k.arg for tree in trees.values() for k in ast.walk(tree) if isinstance(k, ast.keyword) and k.arg}
-    stripped = "".join(f"{name!r}:{_literal(_unparse(rename_locals(tree, positional, keywords)))},"
-                       for name, tree in trees.items())
-    bootstrap = rename_locals(_Strip().visit(ast.parse(bootstrap_source)), positional={"run"})
-    return f"MODULES={{{stripped}}}\n{_unparse(bootstrap)}raise SystemExit(run(MODULES,CONFIG))\n"
+    trees = rename_parameters(trees, positional_only_functions(trees), keywords)
+    stripped = "".join(f"{keys[name]!r}:{_literal(minify_module(tree))}," for name, tree in trees.items())
+    bootstrap = flatten_imports(prepare(ast.parse(bootstrap_source)), keys, relative=False)
+    bootstrap = rename_parameters({"": bootstrap}, {"run"}, set())[""]
+    return f"MODULES={{{stripped}}}\n{minify_module(bootstrap)}\nraise SystemExit(run(MODULES,CONFIG))\n"
 
 
 _LZMA_SETTINGS = tuple({"lc": lc, "lp": 0, "pb": 0} for lc in (2, 3))
@@ -84,5 +101,18 @@ def script(cfg: Config, wrap: str = "lzma") -> bytes:
     modules = bundle_modules(cfg)
     if wrap == "none":
         return _readable(cfg, modules).encode("utf-8")
-    packed = base64.b85encode(_lzma(_compact(cfg, modules).encode("utf-8"))).decode("ascii")
+    return wrap_lzma(_compact(cfg, modules))
+
+
+def wrap_lzma(payload: str) -> bytes:
+    """The one-line script that runs `payload`: lzma-compressed, base85-encoded, exec'd."""
+    packed = base64.b85encode(_lzma(payload.encode("utf-8"))).decode("ascii")
     return f'import lzma,base64;exec(lzma.decompress(base64.b85decode("{packed}")))\n'.encode("ascii")
+
+
+def read_compact(data: bytes) -> tuple[dict, dict[str, str], ast.Module]:
+    """(CONFIG, MODULES, the rest: the bootstrap and its call) of a compact (`lzma`) script's bytes."""
+    payload = lzma.decompress(base64.b85decode(data.decode("ascii").split('"')[1])).decode("utf-8")
+    tree = ast.parse(payload)
+    config, modules = (ast.literal_eval(stmt.value) for stmt in tree.body[:2])
+    return config, modules, ast.Module(body=tree.body[2:], type_ignores=[])

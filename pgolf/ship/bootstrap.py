@@ -1,8 +1,10 @@
 """The first lines the shipped `train_gpt.py` runs: unpack the bundled modules and hand over to `standalone.main`.
 
 `pgolf pack` writes the script as `CONFIG = {...}`, `MODULES = {name: source}`
-(`export/artifact` for pgolf/export/artifact.py),
-this file's source and a call of `run`. The modules are written to files
+(`export/artifact` for pgolf/export/artifact.py in the readable script; in the
+compact one a short key in one flat package, and this file's import of the
+entry rewritten to match: pgolf/bundle/flat.py), this file's source and a call
+of `run`. The modules are written to files
 (numba caches its compiled kernels beside them) in a folder named by their
 hash, once: several torchrun ranks may race to unpack, and the loser's copy is
 discarded. `PGOLF_BUNDLE_DIR` chooses the parent folder (default: the system

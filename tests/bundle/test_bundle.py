@@ -1,11 +1,10 @@
 """The shipped script as bytes: which modules it carries, how they are stripped, and the code bytes totals count."""
 
 import ast
-import base64
 import dataclasses
 import json
-import lzma
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import textwrap
 
 import pytest
 
-from pgolf.bundle import code_bytes, graph, minify, script
+from pgolf.bundle import code_bytes, flat, graph, minify, script
 from pgolf.config import ExportConfig, compose
 from pgolf.errors import ConfigError
 from pgolf.schema import Config, from_plain
@@ -25,10 +24,13 @@ def modules_of(cfg):
 
 def test_the_default_bundle_carries_what_it_runs_and_nothing_of_the_cli_or_hydra():
     mods = modules_of(compose([]))
-    assert {"pgolf/standalone.py", "pgolf/job.py", "pgolf/schema.py", "pgolf/model/gpt.py", "pgolf/train/loop.py",
-            "pgolf/export/artifact.py", "pgolf/export/rans.py", "pgolf/train/averaging.py"} <= mods
-    for absent in ("config", "cli", "checkpoint", "experiment", "fit", "sweep", "report", "tables", "pack",
-                   "data/prepare", "data/corpus", "export/gptq", "export/prune", "train/pruning"):
+    assert {"pgolf/ship/standalone.py", "pgolf/jobs/start.py", "pgolf/schema.py", "pgolf/model/gpt.py",
+            "pgolf/train/loop.py", "pgolf/export/artifact.py", "pgolf/export/coding/rans.py",
+            "pgolf/train/averaging.py"} <= mods
+    for absent in ("config", "cli", "jobs/float_checkpoint", "jobs/train_job", "jobs/export_job", "jobs/layout",
+                   "fit/budget", "fit/search", "sweep/plan", "results/report", "results/tables", "ship/pack",
+                   "ship/bootstrap", "bundle/script", "data/prepare", "data/corpus", "export/gptq", "export/prune",
+                   "train/pruning"):
         assert f"pgolf/{absent}.py" not in mods, absent
 
 
@@ -88,16 +90,79 @@ def test_tensor_bits_travel_whole():
 
 def test_the_wrapped_script_is_one_exec_line_of_the_stripped_bundle():
     cfg = compose([])
-    wrapped = script.script(cfg, "lzma").decode()
-    assert wrapped.startswith('import lzma,base64;exec(lzma.decompress(base64.b85decode("')
-    payload = lzma.decompress(base64.b85decode(wrapped.split('"')[1])).decode()
-    namespace = {}
-    exec(payload.split("\nimport hashlib")[0], namespace)  # CONFIG and MODULES, not the run
-    assert namespace["CONFIG"] == graph.packed_config(cfg)
-    assert set(namespace["MODULES"]) == set(graph.bundle_modules(cfg))
-    for name, text in namespace["MODULES"].items():
+    wrapped = script.script(cfg, "lzma")
+    assert wrapped.decode().startswith('import lzma,base64;exec(lzma.decompress(base64.b85decode("')
+    config, modules, _ = script.read_compact(wrapped)
+    assert config == graph.packed_config(cfg)
+    assert set(modules) == set(script.compact_keys(cfg).values())
+    for name, text in modules.items():
         compile(text, name, "exec")
         assert '"""' not in text and "# " not in text.split("'")[0], name
+
+
+GATED_ALL = ["export.gptq=true", "export.prune=0.02", "reg.prune_sparsity=0.2", "reg.ema_decay=0", "reg.swa_start=0.3",
+             "reg.qat_bits=6", "reg.l1=0.0001", "reg.z_loss=0.0001", "model=records_tiny"]
+
+
+def _top_level_names(tree):
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return names
+
+
+@pytest.mark.parametrize("overrides", [[], GATED_ALL])
+def test_the_compact_script_names_every_module_by_a_short_key_its_imports_resolve_to(overrides):
+    """One flat package of one- or two-letter modules (the root `__init__` besides), one per module the walk found
+    that ships; every import between them, the bootstrap's included, names a shipped module and, for `from .x
+    import y`, a name that module defines (the renaming across modules agrees)."""
+    cfg = compose(overrides)
+    keys = script.compact_keys(cfg)
+    assert set(keys) <= set(graph.bundle_modules(cfg)) and len(set(keys.values())) == len(keys)
+    assert {name for name in graph.bundle_modules(cfg) if not name.endswith("__init__")} <= set(keys)
+    _, modules, rest = script.read_compact(script.script(cfg))
+    assert set(modules) == set(keys.values())
+    assert all(re.fullmatch(r"[a-z][a-z0-9_]?", key) for key in modules if key != "__init__"), sorted(modules)
+    trees = {key: ast.parse(text) for key, text in modules.items()}
+    defined = {key: _top_level_names(tree) for key, tree in trees.items()}
+    (entry,) = [n for n in ast.walk(rest) if isinstance(n, ast.ImportFrom) and n.module.startswith("pgolf")]
+    assert entry.module == f"pgolf.{keys['ship/standalone']}" and [a.name for a in entry.names] == ["main"]
+    imports = [(key, node) for key, tree in trees.items() for node in ast.walk(tree)
+               if isinstance(node, ast.ImportFrom) and node.level]
+    assert imports and all(node.level == 1 for _, node in imports)
+    assert not [n for tree in trees.values() for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not
+                n.level and (n.module or "").startswith("pgolf")]
+    gated_out = {flat.flat_keys(keys)[name] for name in flat.flat_keys(keys) if name not in keys}
+    for key, node in imports:
+        if node.module is None:
+            for alias in node.names:
+                assert alias.name in modules or alias.name in gated_out, (key, ast.unparse(node))
+        elif node.module in modules:
+            for alias in node.names:
+                assert alias.name in defined[node.module], (key, ast.unparse(node))
+        else:
+            assert node.module in gated_out and overrides != GATED_ALL, (key, ast.unparse(node))
+
+
+def test_the_compact_script_unpacks_flat_and_imports_its_entry(tmp_path):
+    """Run as a user would, with arguments it refuses: the modules unpack to pgolf/<key>.py and the whole import
+    graph of the entry resolves (the usage line comes from the shipped main)."""
+    path = tmp_path / "train_gpt.py"
+    path.write_bytes(script.script(compose(["model=records_tiny", "export.codec=rans"])))
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "OMP_NUM_THREADS": "1",
+           "PGOLF_BUNDLE_DIR": str(tmp_path / "bundle")}
+    proc = subprocess.run([sys.executable, "-I", str(path), "--nope"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.strip() == "usage: train_gpt.py [--eval ARTIFACT]", proc.stderr
+    (folder,) = (tmp_path / "bundle").iterdir()
+    _, modules, _ = script.read_compact(path.read_bytes())
+    assert {p.relative_to(folder).as_posix() for p in folder.rglob("*.py")} == {f"pgolf/{k}.py" for k in modules}
 
 
 def test_the_readable_script_carries_the_modules_verbatim():
@@ -109,7 +174,7 @@ def test_the_readable_script_carries_the_modules_verbatim():
     assert ast.literal_eval(assigns["CONFIG"]) == graph.packed_config(cfg)
 
 
-def test_stripping_keeps_behaviour_and_renames_only_locals():
+def test_stripping_keeps_behaviour_and_renames_locals_and_unnamed_parameters():
     source = textwrap.dedent('''
         """Module doc."""
         from dataclasses import dataclass
@@ -138,11 +203,13 @@ def test_stripping_keeps_behaviour_and_renames_only_locals():
     ''')
     plain, stripped = {}, {}
     exec(source, plain)
-    compact = minify._unparse(minify.rename_locals(minify._Strip().visit(ast.parse(source))))
+    trees = {"m": minify.prepare(ast.parse(source))}
+    compact = minify.minify_module(minify.rename_parameters(trees, positional={"total"}, keywords={"scale"})["m"])
     exec(compact, stripped)
     assert stripped["total"]([1, 2, 3], scale=3) == plain["total"]([1, 2, 3], scale=3)
-    assert "Doc" not in compact and "comment" not in compact and "squares" not in compact
-    assert "values" in compact and "scale" in compact  # parameters keep their names (callers pass them by name)
+    assert "Doc" not in compact and "comment" not in compact and "squares" not in compact and "running" not in compact
+    assert "values" not in compact  # no call names it: renamed
+    assert "scale" in compact and "LIMIT" in compact  # a keyword some call passes, and a global, keep their names
 
 
 def test_code_bytes_are_measured_unless_a_number_or_files_are_given(tmp_path):
@@ -183,7 +250,8 @@ def test_bad_wrap_is_a_config_error():
 def test_the_script_is_the_same_bytes_in_every_process():
     """Renaming must not depend on set order (string hashes are salted per process): a total measured by train and
     the file pack writes later must agree."""
-    code = "import hashlib; from pgolf import bundle, config; print(hashlib.sha256(script.script(config.compose(" \
+    code = "import hashlib; from pgolf import config; from pgolf.bundle import script; " \
+           "print(hashlib.sha256(script.script(config.compose(" \
            "['reg.qat_bits=6', 'export.gptq=true']))).hexdigest())"
     digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                               env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3")}

@@ -84,6 +84,9 @@ class ModelConfig:
     """SmearGate: each token mixes in the previous token's embedding through a learned gate, masked at BOS."""
     attn_gate: bool = False
     """The record's sparse attention-output gate: each head's output times a sigmoid of 12 input channels."""
+    doc_mask: bool = False
+    """Attention never crosses a BOS boundary (each document attends only to itself), in training and in eval, as
+    the record's varlen attention; needs BOS-separated data."""
 
 
 @dataclass

@@ -32,6 +32,7 @@ _NOT_REQUIREMENTS = {"pgolf", "torch", "numpy", "__future__"}
 
 GATED: dict[str, Callable[[Config], bool]] = {
     "pgolf.export.gptq": lambda cfg: cfg.export.gptq,
+    "pgolf.model.doc_mask": lambda cfg: cfg.model.doc_mask,
     "pgolf.model.records": lambda cfg: uses_records({key: getattr(cfg.model, key) for key in RECORD_KNOBS}),
     "pgolf.export.prune": lambda cfg: cfg.export.prune > 0,
     "pgolf.train.pruning": lambda cfg: cfg.reg.prune_sparsity > 0,
@@ -74,11 +75,14 @@ def _module_file(name: str) -> Path | None:
 
 
 def _imports(tree: ast.Module) -> list[tuple[str, bool]]:
-    """(imported module, at import time?) for every import in a module; `from pkg import mod` names the module."""
+    """(imported module, at import time?) for every import in a module; `from pkg import mod` names the module.
+    Imports under `if TYPE_CHECKING:` never run, and are not followed."""
     found: list[tuple[str, bool]] = []
 
     def visit(node: ast.AST, depth: int) -> None:
         for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and isinstance(child.test, ast.Name) and child.test.id == "TYPE_CHECKING":
+                continue
             inner = depth + isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
             if isinstance(child, ast.Import):
                 found.extend((alias.name, depth == 0) for alias in child.names)

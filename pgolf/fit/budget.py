@@ -70,8 +70,7 @@ def fit_budget(source: Path, cfg: C.Config, max_bytes: int, margin: int = 0,
     check_export_config(cfg.export)
     model_config, state, kind = load_any(float_weights(source))
     check_tensor_bits(cfg.export, list(state))
-    cfg.model.vocab_size = model_config["vocab_size"]
-    scorer = Scorer.load(cfg, resolve_device(cfg.device), progress)
+    scorer = Scorer.for_saved(cfg, model_config, resolve_device(cfg.device), progress)
     search = Search(state, model_config, cfg, cfg.fit, scorer.head(cfg.fit.val_tokens), progress)
     if not search.quant_names:
         raise ConfigError(f"fit-budget: {source} has no tensor to quantize (all stay float); nothing to search")

@@ -56,8 +56,7 @@ def score_fields(result: EvalResult) -> dict:
 def run_eval(path: Path, cfg: C.Config, progress: ProgressFn = no_progress) -> dict:
     """`pgolf eval`: score an artifact or a checkpoint on the configured validation data."""
     model_config, state, kind = load_any(path)
-    cfg.model.vocab_size = model_config["vocab_size"]
-    scorer = Scorer.load(cfg, resolve_device(cfg.device), progress)
+    scorer = Scorer.for_saved(cfg, model_config, resolve_device(cfg.device), progress)
     model = rebuild_model(model_config, state, where=path)
     result = scorer.score(model)
     summary = {"source": kind, "params": sum(p.numel() for p in model.parameters()), **score_fields(result),
@@ -74,8 +73,7 @@ def run_export(source: Path, cfg: C.Config, out_path: Path | None = None,
     A run directory means its float weights, never an earlier artifact.
     """
     model_config, state, kind = load_any(float_weights(source))
-    cfg.model.vocab_size = model_config["vocab_size"]
-    scorer = Scorer.load(cfg, resolve_device(cfg.device), progress)
+    scorer = Scorer.for_saved(cfg, model_config, resolve_device(cfg.device), progress)
     float_model = rebuild_model(model_config, state, where=source)
     float_eval = scorer.score(float_model)
     out_path = Path(out_path) if out_path is not None else default_artifact_path(source, cfg)

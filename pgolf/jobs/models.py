@@ -35,4 +35,5 @@ def build_model(cfg: Config) -> GPT:
                     num_kv_heads=m.num_kv_heads, mlp_mult=m.mlp_mult, tie_embeddings=m.tie_embeddings,
                     tied_embed_init_std=m.tied_embed_init_std, rope_base=m.rope_base, qk_gain_init=m.qk_gain_init,
                     logit_softcap=r.softcap, ln_scale=r.ln_scale, dropout=r.dropout, drop_path=r.drop_path,
+                    doc_mask=m.doc_mask,
                     **{key: getattr(m, key) for key in RECORD_KNOBS})

@@ -8,6 +8,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pgolf.data.loader import load_val_tokens
@@ -17,6 +18,7 @@ from pgolf.errors import DataError
 from pgolf.evaluate import EvalResult, evaluate_bpb
 from pgolf.export.artifact import load_artifact
 from pgolf.jobs.models import rebuild_model
+from pgolf.model.knobs import BOS_ID
 from pgolf.progress import ProgressFn, no_progress
 from pgolf.runtime.device import DeviceSetup
 from pgolf.schema import Config
@@ -64,7 +66,18 @@ class Scorer:
     def load(cls, cfg: Config, setup: DeviceSetup, progress: ProgressFn = no_progress) -> Scorer:
         """The validation data of cfg.data (capped at data.val_tokens), scored at train.seq_len and eval_stride."""
         val = load_val_data(cfg, cfg.train.seq_len, cfg.data.val_tokens)
+        if cfg.model.doc_mask:
+            check_documents(val.tokens, f"the validation shards in {cfg.data.dir}")
         return cls(val, cfg.train.seq_len, cfg.export.eval_stride, setup, progress)
+
+    @classmethod
+    def for_saved(cls, cfg: Config, model_config: dict, setup: DeviceSetup,
+                  progress: ProgressFn = no_progress) -> Scorer:
+        """`load` for a saved model: its vocabulary (checked against the tokenizer) and document masking are its
+        own, whatever the config says; `cfg.model` takes them."""
+        cfg.model.vocab_size = model_config["vocab_size"]
+        cfg.model.doc_mask = bool(model_config.get("doc_mask", False))
+        return cls.load(cfg, setup, progress)
 
     def head(self, max_tokens: int) -> Scorer:
         """The same scorer on the first `max_tokens` targets (0: all), silent: fit-budget's search slice."""
@@ -89,6 +102,13 @@ class Scorer:
     @property
     def scored_on(self) -> dict[str, str]:
         return scored_on(self.setup)
+
+
+def check_documents(tokens: torch.Tensor | np.ndarray, where: str) -> None:
+    """model.doc_mask attends within documents, which start at BOS: tokens without one are an error, not one long
+    document."""
+    if not bool((tokens == BOS_ID).any()):
+        raise DataError(f"model.doc_mask needs BOS-separated documents, but {where} hold no BOS token (id {BOS_ID})")
 
 
 def scored_on(setup: DeviceSetup) -> dict[str, str]:

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from pgolf.data.loader import TrainBatches
-from pgolf.data.shards import find_shards
+from pgolf.data.shards import find_shards, read_shard
 from pgolf.jobs.models import build_model
-from pgolf.jobs.scorer import Scorer
+from pgolf.jobs.scorer import Scorer, check_documents
 from pgolf.model.gpt import GPT
 from pgolf.progress import ProgressFn, no_progress
 from pgolf.runtime.device import DeviceSetup, resolve_device
@@ -47,6 +47,8 @@ def start_training(cfg: Config, device: str, progress: ProgressFn = no_progress)
     t = cfg.train
     train_files = find_shards(Path(cfg.data.dir), cfg.data.train_pattern)
     scorer = Scorer.load(cfg, setup, progress)
+    if cfg.model.doc_mask and train_files:
+        check_documents(read_shard(train_files[0]), f"the training shard {train_files[0]}")
     batches = TrainBatches(train_files, t.batch_tokens, t.seq_len, t.grad_accum, rank=dist_info.rank,
                            world_size=dist_info.world_size, device=setup.device, sampling=t.sampling, seed=cfg.seed)
     return TrainingStart(setup, dist_info, train_files, scorer, batches, build_model(cfg).to(setup.device))

@@ -37,10 +37,14 @@ The model knows nothing of quantization or pruning.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from pgolf.model.doc_mask import DocumentMask
 
 LN_SCALE_MODES = ("none", "fixed", "learned")
 
@@ -112,17 +116,21 @@ class CausalSelfAttention(nn.Module):
         v = self.c_v(x).reshape(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
         return rms_norm(q), rms_norm(k), v
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: DocumentMask | None = None) -> Tensor:
         B, T, C = x.shape
         q, k, v = self._qkv(x)
         cos, sin = cos.to(q.dtype), sin.to(q.dtype)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         q = q * self.q_gain.to(q.dtype)[None, :, None, None]
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, enable_gqa=self.num_kv_heads != self.num_heads
-        )  # (B, H, T, hd)
+        y = self._attend(q, k, v, mask)  # (B, H, T, hd)
         y = y.transpose(1, 2).contiguous().reshape(B, T, C)
         return self.proj(y)
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: DocumentMask | None) -> Tensor:
+        """Causal attention, within documents when the model masks them (model/doc_mask.py)."""
+        if mask is not None:
+            return mask.attend(q, k, v)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.num_kv_heads != self.num_heads)
 
 
 class MLP(nn.Module):
@@ -178,10 +186,10 @@ class Block(nn.Module):
         y = F.dropout(y, self.dropout, self.training) if self.dropout > 0.0 else y
         return x + drop_path(scale.to(x.dtype)[None, None, :] * y, self.drop_path_rate, self.training)
 
-    def forward(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    def forward(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, mask: DocumentMask | None = None) -> Tensor:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0][None, None, :] * x + mix[1][None, None, :] * x0
-        x = self._add_branch(x, self.attn(self._norm(x), cos, sin), self.attn_scale)
+        x = self._add_branch(x, self.attn(self._norm(x), cos, sin, mask), self.attn_scale)
         x = self._add_branch(x, self.mlp(self._norm(x)), self.mlp_scale)
         return x
 
@@ -205,6 +213,7 @@ class GPT(nn.Module):
         ln_scale: str = "none",
         dropout: float = 0.0,
         drop_path: float = 0.0,
+        doc_mask: bool = False,
     ) -> None:
         super().__init__()
         self.config = dict(
@@ -213,6 +222,9 @@ class GPT(nn.Module):
             tied_embed_init_std=tied_embed_init_std, rope_base=rope_base, qk_gain_init=qk_gain_init,
             logit_softcap=logit_softcap, ln_scale=ln_scale, dropout=dropout, drop_path=drop_path,
         )
+        if doc_mask:  # only then: configs (and artifacts) of unmasked models stay as they were
+            self.config["doc_mask"] = True
+        self.doc_mask = doc_mask
         _check_config(self.config)
         self.tie_embeddings = tie_embeddings
         self.logit_softcap = logit_softcap
@@ -254,15 +266,24 @@ class GPT(nn.Module):
         x = rms_norm(self.tok_emb(input_ids))  # (B, T, C)
         x0 = x
         cos, sin = self.rotary(input_ids.size(1))
+        mask = self.document_mask(input_ids)
         skips: list[Tensor] = []
         for block in self.blocks[: self.num_encoder_layers]:
-            x = block(x, x0, cos, sin)
+            x = block(x, x0, cos, sin, mask)
             skips.append(x)
         for i, block in enumerate(self.blocks[self.num_encoder_layers :]):
             if skips:
                 x = x + self.skip_weights[i].to(x.dtype)[None, None, :] * skips.pop()
-            x = block(x, x0, cos, sin)
+            x = block(x, x0, cos, sin, mask)
         return self._logits(rms_norm(x))
+
+    def document_mask(self, input_ids: Tensor) -> DocumentMask | None:
+        """The attention mask of `model.doc_mask` for this batch (None: plain causal attention)."""
+        if not self.doc_mask:
+            return None
+        from pgolf.model.doc_mask import DocumentMask  # imported only then: a packed script carries it only then
+
+        return DocumentMask(input_ids)
 
     def _logits(self, x: Tensor) -> Tensor:
         """The (tied or untied) head on the final normed hidden state, softcapped, in float32."""

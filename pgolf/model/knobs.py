@@ -11,6 +11,9 @@ RECORD_KNOBS = {"mlp_leaky_slope": 0.0, "rope_dims": 0, "xsa_layers": [], "recur
 """Knob -> its off value; a model with every knob off is the baseline GPT."""
 GATE_WINDOW = 12
 """Input channels of the smear and attention-output gates (the record's)."""
+BOS_ID = 1
+"""The challenge tokenizers' BOS id (SentencePiece exports and the pure-byte JSON): each document starts with it;
+SmearGate does not smear across it and `model.doc_mask` does not attend across it."""
 
 
 def uses_records(knobs: dict) -> bool:

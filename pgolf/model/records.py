@@ -26,15 +26,19 @@ Not carried over: the record's orthogonal init, document-masked attention and bf
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgolf.model.gpt import GPT, MLP, Block, CausalSelfAttention, Rotary, apply_rotary, rms_norm
-from pgolf.model.knobs import GATE_WINDOW, knob_problems
+from pgolf.model.knobs import BOS_ID, GATE_WINDOW, knob_problems
+
+if TYPE_CHECKING:
+    from pgolf.model.doc_mask import DocumentMask
 
 ATTN_GATE_SCALE = 0.5
-BOS_ID = 1
 
 
 def rotate_partial(x: Tensor, cos: Tensor, sin: Tensor, dims: int) -> Tensor:
@@ -57,13 +61,13 @@ class RecordsAttention(CausalSelfAttention):
         self.rope_dims, self.xsa = rope_dims, xsa
         self.attn_gate_w = nn.Parameter(torch.zeros(num_heads, GATE_WINDOW)) if gate else None
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: DocumentMask | None = None) -> Tensor:
         B, T, C = x.shape
         q, k, v = self._qkv(x)
         cos, sin = cos.to(q.dtype), sin.to(q.dtype)
         q, k = rotate_partial(q, cos, sin, self.rope_dims), rotate_partial(k, cos, sin, self.rope_dims)
         q = q * self.q_gain.to(q.dtype)[None, :, None, None]
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.num_kv_heads != self.num_heads)
+        y = self._attend(q, k, v, mask)
         if self.xsa:
             y = exclude_own_value(y, v)
         if self.attn_gate_w is not None:
@@ -94,14 +98,14 @@ class RecordsBlock(Block):
             self.mlp = LeakyMLP(dim, mlp_mult, slope)
 
     def forward_lanes(self, lanes: tuple[Tensor, Tensor], x0: Tensor, cos: Tensor, sin: Tensor, resid: Tensor,
-                      post: Tensor) -> tuple[Tensor, Tensor]:
+                      post: Tensor, mask: DocumentMask | None = None) -> tuple[Tensor, Tensor]:
         """Attention on lane 0 (mixed with x0), the MLP on lane 1; resid (2,) and post (2 branches, 2 lanes).
 
         `reg.dropout` and `reg.drop_path` act on sequential blocks only, not on the lanes.
         """
         mix = self.resid_mix.to(x0.dtype)
         inp = mix[0][None, None, :] * lanes[0] + mix[1][None, None, :] * x0
-        a = self.attn_scale.to(x0.dtype)[None, None, :] * self.attn(self._norm(inp), cos, sin)
+        a = self.attn_scale.to(x0.dtype)[None, None, :] * self.attn(self._norm(inp), cos, sin, mask)
         m = self.mlp_scale.to(x0.dtype)[None, None, :] * self.mlp(self._norm(lanes[1]))
         resid, post = resid.to(x0.dtype), post.to(x0.dtype)
         return tuple(resid[j] * lanes[j] + post[0, j] * a + post[1, j] * m for j in range(2))
@@ -177,11 +181,12 @@ class RecordsGPT(GPT):
             e = self._smear(e, input_ids)
         x = x0 = rms_norm(e)
         cos, sin = self.rotary(input_ids.size(1))
+        mask = self.document_mask(input_ids)
         order = self.layer_order()
         encoder, decoder = order[: len(order) // 2], order[len(order) // 2:]
         skips: list[Tensor] = []
         for i in encoder:
-            x = self.blocks[i](x, x0, cos, sin)
+            x = self.blocks[i](x, x0, cos, sin, mask)
             skips.append(x)
         lanes = None
         start = self._knobs["parallel_from"]
@@ -195,10 +200,10 @@ class RecordsGPT(GPT):
                 else:
                     lanes = (self._add_skip(lanes[0], row, skip), lanes[1])
             if lanes is None:
-                x = self.blocks[i](x, x0, cos, sin)
+                x = self.blocks[i](x, x0, cos, sin, mask)
             else:
                 lanes = self.blocks[i].forward_lanes(lanes, x0, cos, sin, self.parallel_resid_lambdas[i],
-                                                     self.parallel_post_lambdas[i])
+                                                     self.parallel_post_lambdas[i], mask)
         if lanes is not None:
             x = 0.5 * (lanes[0] + lanes[1])
         return self._logits(rms_norm(x))

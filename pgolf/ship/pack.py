@@ -121,8 +121,7 @@ def _shipped(artifact: Path, overrides: list[str], setup, progress: ProgressFn) 
                        f"recorded ({data.get('eval_device', '?')} {data.get('eval_dtype', '?')})")
     cfg = C.merge_dotted(C.load_yaml(run_dir / CONFIG), overrides) if run_dir else C.compose(overrides)
     model_config, state = load_artifact(artifact)
-    cfg.model.vocab_size = model_config["vocab_size"]
-    scorer = Scorer.load(cfg, setup, progress)
+    scorer = Scorer.for_saved(cfg, model_config, setup, progress)
     result = scorer.score_weights(model_config, state, where=artifact)
     where = scorer.scored_on
     return Shipped(artifact, run_dir, cfg, result.bpb, result.loss,

@@ -89,8 +89,7 @@ def evaluate_artifact(path: Path, cfg: Config) -> int:
     started = time.time()
     setup = resolve_device("auto")
     model_config, state = load_artifact(path)
-    cfg.model.vocab_size = model_config["vocab_size"]
-    scorer = Scorer.load(cfg, setup)
+    scorer = Scorer.for_saved(cfg, model_config, setup)
     result = scorer.score_weights(model_config, state, where=path)
     where = scorer.scored_on
     print(f"eval {path}: {path.stat().st_size} bytes, {result.tokens} tokens, {result.bytes} bytes of text, "

@@ -45,10 +45,11 @@ def test_constructor_signature_matches_the_config_contract():
     assert defaults == dict(
         vocab_size=1024, num_layers=9, model_dim=512, num_heads=8, num_kv_heads=4, mlp_mult=2,
         tie_embeddings=True, tied_embed_init_std=0.005, rope_base=10000.0, qk_gain_init=1.5,
-        logit_softcap=30.0, ln_scale="none", dropout=0.0, drop_path=0.0,
+        logit_softcap=30.0, ln_scale="none", dropout=0.0, drop_path=0.0, doc_mask=False,
     )  # fmt: skip
     model = tiny(ln_scale="fixed", dropout=0.1)
-    assert model.config == {**defaults, **TINY, "ln_scale": "fixed", "dropout": 0.1}
+    unmasked = {k: v for k, v in defaults.items() if k != "doc_mask"}  # doc_mask enters the config only when on
+    assert model.config == {**unmasked, **TINY, "ln_scale": "fixed", "dropout": 0.1}
     rebuilt = GPT(**model.config)
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
 

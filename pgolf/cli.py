@@ -180,18 +180,26 @@ def eval_(
     path: Annotated[Path, typer.Argument(help="An artifact (.pgolf), a checkpoint (.safetensors or the reference "
                                               "script's final_model.pt) or a run directory.")],
     overrides: Overrides = None,
+    losses: Annotated[Path | None, typer.Option(
+        "--losses", help="Also write every scored token's loss in nats (float32, validation order) to this .npy file.",
+        show_default=False)] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Score a saved model in val_bpb on the configured validation data.
 
-    Examples: `pgolf eval runs/latest`; `pgolf eval final_model.pt data=fineweb_sp1024 export.eval_stride=64`.
+    Examples: `pgolf eval runs/latest`; `pgolf eval final_model.pt data=fineweb_sp1024 export.eval_stride=64`;
+    `pgolf eval runs/latest --losses losses.npy`.
     """
     from pgolf.jobs.export_job import run_eval
     from pgolf.jobs.sources import config_for_source
 
+    if losses is not None and losses.suffix != ".npy":
+        raise UsageError(f"--losses {losses} must be a .npy file")
     cfg = config_for_source(path, overrides or [])
     with RichProgress() as progress:
-        summary = run_eval(path, cfg, progress=progress)
+        summary = run_eval(path, cfg, progress=progress, losses=losses)
+    if losses is not None:
+        echo(f"wrote {summary['val_tokens']:,} token losses (nats, float32) to {losses}")
     if as_json:
         print_json(summary)
     else:

@@ -34,6 +34,8 @@ class EvalResult:
     """Targets scored."""
     bytes: int
     """UTF-8 bytes of the scored targets (LUT count)."""
+    token_losses: torch.Tensor | None = None
+    """With `per_token=True`: every scored target's loss in nats (float32), in validation order."""
 
 
 def window_plan(n_targets: int, seq_len: int, stride: int = 0) -> list[tuple[int, int, int]]:
@@ -69,8 +71,10 @@ def evaluate_bpb(
     device: torch.device | str = "cpu",
     autocast_dtype: torch.dtype | None = None,
     progress: ProgressFn = no_progress,
+    per_token: bool = False,
 ) -> EvalResult:
-    """Score `val_tokens` (1-D, BOS-separated documents) with the canonical byte count."""
+    """Score `val_tokens` (1-D, BOS-separated documents) with the canonical byte count; `per_token` also keeps every
+    target's loss (each target is scored by exactly one window, so they line up with the targets)."""
     device = torch.device(device)
     was_training = model.training
     model.eval()
@@ -80,6 +84,7 @@ def evaluate_bpb(
     nll_sum = torch.zeros((), dtype=torch.float64, device=device)
     byte_sum = torch.zeros((), dtype=torch.float64, device=device)
     scored = 0
+    token_losses = torch.zeros(len(plan) and plan[-1][2], dtype=torch.float32) if per_token else None
     for i in range(0, len(plan), batch_seqs):
         chunk = plan[i:i + batch_seqs]
         width = max(end - start for start, _, end in chunk)
@@ -99,13 +104,17 @@ def evaluate_bpb(
         nll_sum += nll[mask].double().sum()
         byte_sum += nbytes[mask].double().sum()
         scored += int(mask.sum())
+        if token_losses is not None:
+            for row, (start, first, end) in enumerate(chunk):
+                token_losses[first:end] = nll[row, first - start:end - start].float().cpu()
         progress("eval", min(i + batch_seqs, len(plan)), len(plan))
     model.train(was_training)
     total_bytes = int(byte_sum.item())
     if total_bytes == 0:
-        return EvalResult(loss=float("nan"), bpb=float("nan"), tokens=scored, bytes=0)
+        return EvalResult(loss=float("nan"), bpb=float("nan"), tokens=scored, bytes=0, token_losses=token_losses)
     loss = nll_sum.item() / max(scored, 1)
-    return EvalResult(loss=loss, bpb=nll_sum.item() / math.log(2) / total_bytes, tokens=scored, bytes=total_bytes)
+    return EvalResult(loss=loss, bpb=nll_sum.item() / math.log(2) / total_bytes, tokens=scored, bytes=total_bytes,
+                      token_losses=token_losses)
 
 
 def unigram_bpb(train_tokens: torch.Tensor, val_tokens: torch.Tensor, luts: ByteLUTs, vocab_size: int) -> float:

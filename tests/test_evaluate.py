@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pgolf.data.tokenizer import ByteLUTs
 from pgolf.evaluate import evaluate_bpb, unigram_bpb, window_plan
@@ -82,3 +83,27 @@ def test_unigram_bpb_matches_hand_computation():
     nbytes = sum(int(luts.base_bytes[t]) + int(luts.has_leading_space[t] and not luts.is_boundary[pv])
                  for pv, t in zip([1, 2, 3], [2, 3, 2]))
     assert unigram_bpb(train, val, luts, vocab) == pytest.approx(bits / nbytes)
+
+
+class _Bigram(torch.nn.Module):
+    """Logits that depend on the current token only, so a target's loss is the same in any window."""
+
+    def __init__(self, vocab):
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.randn(vocab, vocab, generator=torch.Generator().manual_seed(2)))
+
+    def forward(self, ids):
+        return self.table[ids]
+
+
+@pytest.mark.parametrize("stride", [0, 16])
+def test_per_token_losses_line_up_with_the_targets_in_validation_order(stride):
+    vocab = 32
+    tokens = torch.randint(0, vocab, (1 + 5 * 32 + 7,), generator=torch.Generator().manual_seed(3))
+    model = _Bigram(vocab)
+    result = evaluate_bpb(model, tokens, _luts(vocab), seq_len=32, stride=stride, batch_seqs=3, per_token=True)
+    expected = F.cross_entropy(model.table[tokens[:-1]].detach(), tokens[1:], reduction="none")  # by hand
+    assert result.token_losses.dtype == torch.float32 and result.token_losses.numel() == result.tokens
+    torch.testing.assert_close(result.token_losses, expected, rtol=1e-6, atol=1e-6)
+    assert result.token_losses.double().mean().item() == pytest.approx(result.loss, rel=1e-6)
+    assert evaluate_bpb(model, tokens, _luts(vocab), seq_len=32, stride=stride).token_losses is None

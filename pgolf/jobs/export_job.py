@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pgolf import config as C
-from pgolf.atomic import atomic_write_json
+from pgolf.atomic import atomic_write_bytes, atomic_write_json
 from pgolf.bundle.code_bytes import count_code_bytes
 from pgolf.evaluate import EvalResult
 from pgolf.jobs.layout import ARTIFACT_SUFFIX, default_artifact_path, float_weights, record_path
@@ -53,16 +55,23 @@ def score_fields(result: EvalResult) -> dict:
     return {"val_loss": result.loss, "val_bpb": result.bpb, "val_tokens": result.tokens, "val_bytes": result.bytes}
 
 
-def run_eval(path: Path, cfg: C.Config, progress: ProgressFn = no_progress) -> dict:
-    """`pgolf eval`: score an artifact or a checkpoint on the configured validation data."""
+def run_eval(path: Path, cfg: C.Config, progress: ProgressFn = no_progress, losses: Path | None = None) -> dict:
+    """`pgolf eval`: score an artifact or a checkpoint on the configured validation data; `losses` (.npy) gets
+    every scored target's loss in nats (float32, validation order), so where the nats go can be seen, and
+    checked, from outside."""
     model_config, state, kind = load_any(path)
     scorer = Scorer.for_saved(cfg, model_config, resolve_device(cfg.device), progress)
     model = rebuild_model(model_config, state, where=path)
-    result = scorer.score(model)
+    result = scorer.score(model, per_token=losses is not None)
     summary = {"source": kind, "params": sum(p.numel() for p in model.parameters()), **score_fields(result),
                "eval_stride": cfg.export.eval_stride, "seq_len": cfg.train.seq_len, **scorer.scored_on}
     if Path(path).suffix == ARTIFACT_SUFFIX:
         summary["bytes"] = {"model": Path(path).stat().st_size}
+    if losses is not None:
+        buffer = io.BytesIO()
+        np.save(buffer, result.token_losses.numpy(), allow_pickle=False)
+        atomic_write_bytes(losses, buffer.getvalue())
+        summary["losses"] = str(losses)
     return summary
 
 

@@ -85,10 +85,12 @@ class Scorer:
         return dataclasses.replace(self, val=dataclasses.replace(self.val, tokens=self.val.tokens[:n]),
                                    progress=no_progress)
 
-    def score(self, model: torch.nn.Module) -> EvalResult:
+    def score(self, model: torch.nn.Module, per_token: bool = False) -> EvalResult:
+        """The score of `model`; `per_token` also keeps every scored target's loss (EvalResult.token_losses)."""
         model.to(self.setup.device)
         return evaluate_bpb(model, self.val.tokens, self.val.luts, self.seq_len, stride=self.stride,
-                            device=self.setup.device, autocast_dtype=self.setup.autocast_dtype, progress=self.progress)
+                            device=self.setup.device, autocast_dtype=self.setup.autocast_dtype, progress=self.progress,
+                            per_token=per_token)
 
     def score_weights(self, model_config: dict, state: dict[str, torch.Tensor], where: Path | str) -> EvalResult:
         """Score saved weights: the model rebuilt from its saved kwargs (one-line error on a mismatch)."""

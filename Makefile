@@ -9,7 +9,7 @@ DEMO_BUDGET = 420KB
 DEMO_SWEEP = reg.weight_decay=0,0.04 export.prune=0,0.05 train.iterations=100 train.val_every=0
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test test-fast bench lint clean
 
 setup: $(VENV)/.installed
 
@@ -27,8 +27,13 @@ demo: setup
 	$(BIN)/pgolf pack runs/latest --out runs/records/demo --force
 	$(BIN)/pgolf sweep $(DEMO_SWEEP) --name demo
 
+# Every test, the slow ones too (end to end through the CLI: trainings, sweeps, torchrun, a fresh venv); CI runs this.
 test: setup
 	$(BIN)/pytest -q
+
+# The unit tests only: no test marked slow (those that train or start processes); the edit-test loop.
+test-fast: setup
+	$(BIN)/pytest -q -m "not slow"
 
 bench: setup
 	$(BIN)/python bench/bench_train.py

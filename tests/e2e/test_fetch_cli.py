@@ -12,7 +12,7 @@ import pytest
 from pgolf.data.corpus import builtin_documents
 
 from ..data.test_fetch import BYTE_DIR, BYTE_TOKENIZER, REPO_ID, FakeHub, byte260_export
-from .conftest import run_pgolf
+from .conftest import exited, run_pgolf, run_pgolf_each
 
 pytestmark = pytest.mark.slow
 
@@ -43,25 +43,26 @@ def test_byte260_fetch_train_and_eval_count_the_utf8_bytes(tmp_path):
     val = validation_texts()
     train = [builtin_documents(max_chars=40_000), ["a second shard nobody asked for"]]
     hub = FakeHub(REPO_ID, byte260_export(val, train))
-    try:
-        run_pgolf("data", "fetch", "byte260", "--train-shards", "1", "--out", "D", cwd=tmp_path,
-                  env=hub_env(hub, tmp_path), check_code=0)
+    data = [f"data.dir=D/{BYTE_DIR}", f"data.tokenizer=D/{BYTE_TOKENIZER}"]
+    try:  # fetch, train, eval: one interpreter, one after the other
+        fetched, trained, evaluated = run_pgolf_each([
+            (["data", "fetch", "byte260", "--train-shards", "1", "--out", "D"], tmp_path),
+            (["train", "data=fineweb_byte260", *data, "model.vocab_size=260", *QUICK_BYTES, "run.name=byte260",
+              "--json"], tmp_path),
+            (["eval", "runs/latest", "--json"], tmp_path)], env=hub_env(hub, tmp_path))
     finally:
         hub.close()
+    exited(fetched)
     assert [path for method, path in hub.files_requested() if method == "GET"] == [
         "datasets/manifest.json", f"datasets/{BYTE_DIR}/fineweb_val_000000.bin",
         f"datasets/{BYTE_DIR}/fineweb_train_000000.bin", f"datasets/{BYTE_TOKENIZER}"]
 
-    data = [f"data.dir=D/{BYTE_DIR}", f"data.tokenizer=D/{BYTE_TOKENIZER}"]
-    proc = run_pgolf("train", "data=fineweb_byte260", *data, "model.vocab_size=260", *QUICK_BYTES, "run.name=byte260",
-                     "--json", cwd=tmp_path, check_code=0)
-    summary = json.loads(proc.stdout)
+    summary = json.loads(exited(trained).stdout)
     utf8_bytes = sum(len(text.encode("utf-8")) for text in val)
     assert summary["val_bytes"] == utf8_bytes
     assert summary["val_tokens"] == utf8_bytes + len(val) - 1  # every token after the first BOS is scored
 
-    proc = run_pgolf("eval", "runs/latest", "--json", cwd=tmp_path, check_code=0)
-    scored = json.loads(proc.stdout)
+    scored = json.loads(exited(evaluated).stdout)
     assert scored["val_bytes"] == utf8_bytes
     assert scored["val_bpb"] == pytest.approx(summary["val_bpb_roundtrip"], rel=1e-6)
 

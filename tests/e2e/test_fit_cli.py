@@ -12,7 +12,8 @@ from pgolf.export.artifact import export_state_dict
 from pgolf.export.container import read_container
 from pgolf.export.quantize import tensor_group
 from pgolf.jobs.float_checkpoint import load_checkpoint
-from tests.e2e.conftest import one_line_error, run_pgolf
+
+from .conftest import exited, one_line_error, run_pgolf, run_pgolf_each
 
 FAST = ["--val-tokens", "2048"]  # the final score uses the run's own data.val_tokens (16384)
 
@@ -22,10 +23,12 @@ def test_fit_budget_writes_a_verified_artifact_within_budget(trained_run, data_o
     cwd, summary, _ = trained_run
     run_dir = cwd / summary["run_dir"]
     budget = int(summary["bytes"]["total"] * 0.6)
-    proc = run_pgolf("fit-budget", run_dir, "--max-bytes", budget, "--margin", "1KB", "--json", *FAST,
-                     cwd=cwd, check_code=0)
-    fit = json.loads(proc.stdout)
     artifact = run_dir / "artifacts" / f"fit-{budget}.pgolf"
+    fitted, rescored, packed = run_pgolf_each([  # the fit, then eval and pack of the artifact it writes
+        (["fit-budget", run_dir, "--max-bytes", budget, "--margin", "1KB", "--json", *FAST], cwd),
+        (["eval", artifact, *data_overrides, "data.val_tokens=16384", "--json"], cwd),
+        (["pack", artifact, "--out", tmp_path / "records", "--json"], cwd)])
+    fit = json.loads(exited(fitted).stdout)
     assert fit["artifact"] == str(artifact)
     assert artifact.stat().st_size == fit["bytes"]["model"]
     assert fit["bytes"]["total"] <= budget - 1000
@@ -39,12 +42,10 @@ def test_fit_budget_writes_a_verified_artifact_within_budget(trained_run, data_o
     csv_lines = (run_dir / "fit" / f"fit-{budget}.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + len(fit["candidates"])
     assert "predicted_model_bytes,measured_model_bytes" in csv_lines[0] and ",model_bytes," not in csv_lines[0]
-    rescored = json.loads(run_pgolf("eval", artifact, *data_overrides, "data.val_tokens=16384", "--json", cwd=cwd,
-                                    check_code=0).stdout)
+    rescored = json.loads(exited(rescored).stdout)
     assert rescored["val_bpb"] == pytest.approx(fit["val_bpb_roundtrip"], abs=1e-9)
     # the code bytes fit-budget counted are those of the train_gpt.py pack ships for the chosen config
-    packed = json.loads(run_pgolf("pack", artifact, "--out", tmp_path / "records", "--json", cwd=cwd,
-                                  check_code=0).stdout)
+    packed = json.loads(exited(packed).stdout)
     assert packed["bytes_code"] == fit["bytes"]["code"] == (tmp_path / "records" / "train_gpt.py").stat().st_size
     assert packed["bytes_total"] == fit["bytes"]["total"]
     assert packed["val_bpb"] == fit["val_bpb_roundtrip"]
@@ -99,7 +100,7 @@ def test_fit_space_overrides_shape_the_search_and_raised_tensors_spend_the_lefto
     assert export_state_dict(state, model_config, saved.export).blob == artifact  # the saved config reproduces it
 
 
-@pytest.mark.parametrize(("args", "needle"), [
+BAD_FITS = [
     (["fit.bits=[]"], "fit.bits is empty: the search space has no candidates"),
     (["fit.max_prune=2", "fit.evals=0"], "fit.max_prune must be in [0, 1), got 2.0; fit.evals must be >= 1"),
     (["--val-tokens", "-1"], "fit.val_tokens must be >= 0"),
@@ -108,14 +109,34 @@ def test_fit_space_overrides_shape_the_search_and_raised_tensors_spend_the_lefto
     (["--max-bytes", "-3MB"], "cannot parse size"),
     (["--max-bytes", "lots"], "cannot parse size"),
     (["--max-bytes", "1MB", "--margin", "2MB"], "must be smaller than --max-bytes"),
-])
-def test_bad_budgets_and_search_spaces_are_one_line_errors(tmp_path, args, needle):
-    if "--max-bytes" not in args:
-        args = [*args, "--max-bytes", "1MB"]
-    proc = run_pgolf("fit-budget", tmp_path, *args, cwd=tmp_path, check_code=1)
+]
+
+
+@pytest.fixture(scope="module")
+def bad_fits(tmp_path_factory):
+    """Each bad fit-budget of BAD_FITS (source and cwd: an empty folder of its own), and one of a source that does
+    not exist, run in turn in one interpreter; the last is the missing source's."""
+    commands = []
+    for args, _ in BAD_FITS:
+        if "--max-bytes" not in args:
+            args = [*args, "--max-bytes", "1MB"]
+        cwd = tmp_path_factory.mktemp("fit")
+        commands.append((["fit-budget", cwd, *args], cwd))
+    cwd = tmp_path_factory.mktemp("fit")
+    commands.append((["fit-budget", cwd / "missing.safetensors", "--max-bytes", "1MB"], cwd))
+    return run_pgolf_each(commands)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("args", "needle"), BAD_FITS)
+def test_bad_budgets_and_search_spaces_are_one_line_errors(bad_fits, args, needle):
+    proc = bad_fits[BAD_FITS.index((args, needle))]
+    assert proc.returncode == 1, proc.stderr
     assert needle in one_line_error(proc)
 
 
-def test_a_source_that_does_not_load_is_one_line_error(tmp_path):
-    proc = run_pgolf("fit-budget", tmp_path / "missing.safetensors", "--max-bytes", "1MB", cwd=tmp_path, check_code=1)
+@pytest.mark.slow
+def test_a_source_that_does_not_load_is_one_line_error(bad_fits):
+    proc = bad_fits[-1]
+    assert proc.returncode == 1, proc.stderr
     assert "missing.safetensors" in one_line_error(proc)

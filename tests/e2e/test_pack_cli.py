@@ -9,12 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
+from pgolf.bundle.script import compact_keys
 from pgolf.errors import PgolfError
+from pgolf.jobs.sources import config_for_source
 from pgolf.ship.pack import pack
 
-from .conftest import one_line_error, run_pgolf
+from .conftest import exited, one_line_error, run_pgolf, run_pgolf_each
+
+pytestmark = pytest.mark.slow
 
 FILES = {"train_gpt.py", "final_model.pgolf", "submission.json", "requirements.txt", "README.md"}
 
@@ -32,10 +35,12 @@ def run_copy(trained_run, tmp_path):
 
 def test_pack_writes_a_records_folder_whose_bytes_are_the_files(run_copy, tmp_path):
     run_dir, summary = run_copy
-    out = tmp_path / "records"
-    proc = run_pgolf("pack", run_dir, "--out", out, "--author", "Ada", "--github-id", "ada", "--name", "tiny",
-                     "--blurb", "a test", "--json", cwd=tmp_path, check_code=0)
-    result = json.loads(proc.stdout)
+    out, readable = tmp_path / "records", tmp_path / "readable"
+    packed, packed_readable = run_pgolf_each([
+        (["pack", run_dir, "--out", out, "--author", "Ada", "--github-id", "ada", "--name", "tiny", "--blurb",
+          "a test", "--json"], tmp_path),
+        (["pack", run_dir, "--out", readable, "--wrap", "none"], tmp_path)])
+    result = json.loads(exited(packed).stdout)
     assert {p.name for p in out.iterdir()} == FILES | {"train_seed1337.log"}
     sub = json.loads((out / "submission.json").read_text())
     assert sub["bytes_code"] == (out / "train_gpt.py").stat().st_size
@@ -55,30 +60,23 @@ def test_pack_writes_a_records_folder_whose_bytes_are_the_files(run_copy, tmp_pa
     script = (out / "train_gpt.py").read_text()
     assert script.startswith("import lzma,base64;exec(") and len(script.splitlines()) == 1
 
-    readable = tmp_path / "readable"
-    run_pgolf("pack", run_dir, "--out", readable, "--wrap", "none", cwd=tmp_path, check_code=0)
+    exited(packed_readable)
     text = (readable / "train_gpt.py").read_text()
     assert "def train_and_score(" in text and '"""' in text  # the modules as written, docstrings kept
     assert json.loads((readable / "submission.json").read_text())["bytes_code"] == len(text.encode())
     assert len(text.encode()) > 3 * sub["bytes_code"]
 
 
-def _fresh_venv(root: Path, requirements: Path) -> Path:
-    """A virtual environment with torch (this one's version) and the folder's requirements, nothing else."""
-    subprocess.run([sys.executable, "-m", "venv", root], check=True)
-    python = root / "bin" / "python"
-    version = torch.__version__.split("+")[0]
-    proc = subprocess.run([python, "-m", "pip", "install", "-q", f"torch=={version}", "-r", requirements],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return python
-
-
-def test_the_packed_script_scores_and_trains_in_a_fresh_venv(run_copy, tmp_path, builtin_data, data_overrides):
+def test_the_packed_script_scores_and_trains_in_a_fresh_venv(run_copy, tmp_path, builtin_data, data_overrides,
+                                                              fresh_venv):
+    """In a virtual environment with torch (this one's version) and the folder's requirements, nothing else."""
     run_dir, _ = run_copy
     out = tmp_path / "records"
-    run_pgolf("pack", run_dir, "--out", out, cwd=tmp_path, check_code=0)
-    python = _fresh_venv(tmp_path / "venv", out / "requirements.txt")
+    packed, ours = run_pgolf_each([  # the pack, then pgolf's own score of its artifact
+        (["pack", run_dir, "--out", out], tmp_path),
+        (["eval", out / "final_model.pgolf", *data_overrides, "data.val_tokens=8192", "--json"], tmp_path)])
+    exited(packed)
+    python = fresh_venv(out / "requirements.txt")
     freeze = subprocess.run([python, "-m", "pip", "list"], capture_output=True, text=True).stdout.lower()
     assert "pgolf" not in freeze and "hydra" not in freeze and "safetensors" not in freeze
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "OMP_NUM_THREADS": "1",
@@ -90,9 +88,7 @@ def test_the_packed_script_scores_and_trains_in_a_fresh_venv(run_copy, tmp_path,
     assert scored.returncode == 0, scored.stderr
     last = scored.stdout.strip().splitlines()[-1]
     assert last.startswith("val_bpb:") and len(last.split(".")[1]) >= 8
-    ours = json.loads(run_pgolf("eval", out / "final_model.pgolf", *data_overrides, "data.val_tokens=8192",
-                                "--json", cwd=tmp_path, check_code=0).stdout)
-    assert abs(float(last.removeprefix("val_bpb:")) - ours["val_bpb"]) < 1e-6
+    assert abs(float(last.removeprefix("val_bpb:")) - json.loads(exited(ours).stdout)["val_bpb"]) < 1e-6
 
     work = tmp_path / "train"
     work.mkdir()
@@ -137,21 +133,23 @@ def test_bad_sources_and_budgets_are_one_line_errors_that_write_nothing(run_copy
     out = tmp_path / "records"
     empty = tmp_path / "empty_run"
     (empty / "artifacts").mkdir(parents=True)
-    proc = run_pgolf("pack", empty, "--out", out, cwd=tmp_path, check_code=1)
-    assert "no artifacts/*.pgolf" in one_line_error(proc)
-    proc = run_pgolf("pack", run_dir, "--out", out, "--max-bytes", "100KB", cwd=tmp_path, check_code=3)
-    assert "over the budget of 100,000" in one_line_error(proc)
+    kept = tmp_path / "kept"  # a folder that is already there
+    kept.mkdir()
+    (kept / "keep.txt").write_text("mine")
+    no_artifact, over_budget, not_forced = run_pgolf_each([
+        (["pack", empty, "--out", out], tmp_path),
+        (["pack", run_dir, "--out", out, "--max-bytes", "100KB"], tmp_path),
+        (["pack", run_dir, "--out", kept], tmp_path)])
+    assert "no artifacts/*.pgolf" in one_line_error(exited(no_artifact, 1))
+    assert "over the budget of 100,000" in one_line_error(exited(over_budget, 3))
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".records")]
+    assert "--force" in one_line_error(exited(not_forced, 2)) and (kept / "keep.txt").read_text() == "mine"
 
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
-    proc = run_pgolf("pack", run_dir, "--out", out, cwd=tmp_path, check_code=2)
-    assert "--force" in one_line_error(proc) and (out / "keep.txt").read_text() == "mine"
-    run_pgolf("pack", run_dir, "--out", out, "--force", cwd=tmp_path, check_code=0)
-    assert {p.name for p in out.iterdir()} >= FILES and not (out / "keep.txt").exists()
-
-    proc = run_pgolf("pack", run_dir, "--out", tmp_path / "r2", "export.codec=zlib", cwd=tmp_path, check_code=1)
-    assert "export.codec=zlib" in one_line_error(proc) and "never makes" in one_line_error(proc)
+    forced, zlib = run_pgolf_each([(["pack", run_dir, "--out", kept, "--force"], tmp_path),
+                                   (["pack", run_dir, "--out", tmp_path / "r2", "export.codec=zlib"], tmp_path)])
+    exited(forced)
+    assert {p.name for p in kept.iterdir()} >= FILES and not (kept / "keep.txt").exists()
+    assert "export.codec=zlib" in one_line_error(exited(zlib, 1)) and "never makes" in one_line_error(zlib)
     for override, message in (("model.num_layers=2", "not what the packed config builds"),
                               ("model=baseline", "selects a preset")):
         with pytest.raises(PgolfError, match=message):
@@ -165,10 +163,10 @@ def test_a_script_with_every_gated_feature_trains_under_torchrun(run_copy, tmp_p
     ranks unpack the same bundle folder at once; rank 0 alone exports, scores and prints the last line."""
     run_dir, _ = run_copy
     out = tmp_path / "records"
-    run_pgolf("pack", run_dir, "--out", out, "export.gptq=true", "export.gptq_tokens=1024", "export.prune=0.02",
-              "reg.prune_sparsity=0.2", "reg.prune_start=0.0", "reg.ema_decay=0", "reg.swa_start=0.3",
-              "reg.swa_every=1", "reg.qat_bits=6", "reg.qat_start=0.0", "reg.l1=0.0001", "reg.z_loss=0.0001",
-              cwd=tmp_path, check_code=0)
+    gated = ["export.gptq=true", "export.gptq_tokens=1024", "export.prune=0.02", "reg.prune_sparsity=0.2",
+             "reg.prune_start=0.0", "reg.ema_decay=0", "reg.swa_start=0.3", "reg.swa_every=1", "reg.qat_bits=6",
+             "reg.qat_start=0.0", "reg.l1=0.0001", "reg.z_loss=0.0001"]
+    run_pgolf("pack", run_dir, "--out", out, *gated, cwd=tmp_path, check_code=0)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DATA_PATH": str(builtin_data),
            "TOKENIZER_PATH": str(builtin_data / "tokenizer.model"), "VAL_TOKENS": "4096", "ITERATIONS": "4",
            "TRAIN_BATCH_TOKENS": "2048", "TRAIN_SEQ_LEN": "128", "PGOLF_BUNDLE_DIR": str(tmp_path / "bundle")}
@@ -181,4 +179,5 @@ def test_a_script_with_every_gated_feature_trains_under_torchrun(run_copy, tmp_p
     assert "2 processes" in proc.stdout
     (bundle_dir,) = (tmp_path / "bundle").iterdir()  # one unpacked bundle: the losing rank's copy was removed
     modules = {p.relative_to(bundle_dir).as_posix() for p in bundle_dir.rglob("*.py")}
-    assert {"pgolf/export/gptq.py", "pgolf/export/prune.py", "pgolf/train/pruning.py"} <= modules
+    keys = compact_keys(config_for_source(run_dir, gated))  # its flat module names: export/gptq -> a short key
+    assert {f"pgolf/{keys[m]}.py" for m in ("export/gptq", "export/prune", "train/pruning")} <= modules

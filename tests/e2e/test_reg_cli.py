@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from pgolf.config import load_yaml
 from pgolf.jobs.models import build_model
 
-from .conftest import QUICK, one_line_error, run_pgolf
+from .conftest import QUICK, one_line_error, run_pgolf, run_pgolf_each
 
 pytestmark = pytest.mark.slow
 
@@ -32,14 +32,26 @@ def test_reg_records_trains_and_its_knobs_are_live(tmp_path, data_overrides):
     assert set(weights) == set(expected)  # QAT parametrizations gone: baseline keys
 
 
-@pytest.mark.parametrize("override,fragments", [
+BAD_REGS = [
     ("reg.weight_decay=-1", ["reg.weight_decay", ">= 0"]),
     ("reg.l1=abc", ["reg.l1", "abc"]),
     ("reg.no_decay=[nonexistent_param]", ["reg.no_decay", "nonexistent_param"]),
     ("reg.qat_bits=9", ["reg.qat_bits", "2..8"]),
-])
-def test_bad_regularizer_input_is_a_one_line_error(tmp_path, data_overrides, override, fragments):
-    proc = run_pgolf("train", *data_overrides, *SHORT, override, cwd=tmp_path)
+]
+
+
+@pytest.fixture(scope="module")
+def bad_regs(tmp_path_factory, builtin_data):
+    """Each bad training of BAD_REGS, in a folder of its own, run in turn in one interpreter: override -> process."""
+    data = [f"data.dir={builtin_data}", f"data.tokenizer={builtin_data / 'tokenizer.model'}"]
+    procs = run_pgolf_each([(["train", *data, *SHORT, override], tmp_path_factory.mktemp("reg"))
+                            for override, _ in BAD_REGS])
+    return {override: proc for (override, _), proc in zip(BAD_REGS, procs, strict=True)}
+
+
+@pytest.mark.parametrize("override,fragments", BAD_REGS)
+def test_bad_regularizer_input_is_a_one_line_error(bad_regs, override, fragments):
+    proc = bad_regs[override]
     assert proc.returncode == 1
     message = one_line_error(proc)
     for fragment in fragments:

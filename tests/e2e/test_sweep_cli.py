@@ -13,12 +13,10 @@ import pytest
 
 from pgolf import cli
 
-from .conftest import interruptible, one_line_error, run_pgolf
+from .conftest import TINY, copy_of, exited, interruptible, one_line_error, run_pgolf, run_pgolf_each
 
 pytestmark = pytest.mark.slow
 
-TINY = ["train.iterations=12", "train.val_every=0", "train.log_every=4", "data.val_tokens=8192",
-        "fit.val_tokens=2048", "fit.evals=1", "fit.bits=[4,5]", "fit.embed_bits=[6,7]", "fit.max_prune=0.1"]
 REQUIRED = ["seed", "status", "error", "params", "model_bytes", "code_bytes", "total_bytes", "headroom_bytes",
             "val_bpb", "val_bpb_roundtrip", "steps", "train_time_s", "tokens_per_s", "artifact", "run_dir"]
 
@@ -39,12 +37,17 @@ def scores(frame):
 
 
 @pytest.fixture(scope="module")
-def grid_sweep(tmp_path_factory, builtin_data):
-    cwd = tmp_path_factory.mktemp("sweep")
-    data = [f"data.dir={builtin_data}", f"data.tokenizer={builtin_data / 'tokenizer.model'}"]
-    args = ["sweep", "reg.weight_decay=0,0.04", "export.prune=0,0.05", *data, *TINY, "--max-bytes", "420KB"]
-    proc = run_pgolf(*args, "--json", cwd=cwd, check_code=0)
-    return cwd, args, proc
+def grid_reruns(grid_sweep):
+    """On the shared grid (conftest's grid_sweep), run in turn in one interpreter: the same sweep again, another grid
+    in its folder, eval and report of its first cell; and results.csv as it was before them."""
+    cwd, args, _ = grid_sweep
+    folder = sweep_folder(cwd)
+    before = (folder / "results.csv").read_bytes()
+    other = [a if a != "reg.weight_decay=0,0.04" else "reg.weight_decay=0.04,0.09" for a in args]
+    cell = next((folder / "cells").iterdir())
+    procs = run_pgolf_each([(args, cwd), (other, cwd), (["eval", cell, "data.val_tokens=8192", "--json"], cwd),
+                            (["report", cell, "--csv"], cwd)])
+    return before, dict(zip(["rerun", "other grid", "eval", "report"], procs, strict=True))
 
 
 def test_a_grid_trains_once_per_training_value_and_exports_every_point(grid_sweep):
@@ -72,36 +75,34 @@ def test_a_grid_trains_once_per_training_value_and_exports_every_point(grid_swee
     assert (folder / "sweep.yaml").is_file() and (folder / "frontier.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_each_cell_is_a_run_directory_the_other_verbs_read(grid_sweep):
-    cwd, _, _ = grid_sweep
-    cell = next((sweep_folder(cwd) / "cells").iterdir())
-    proc = run_pgolf("eval", cell, "data.val_tokens=8192", "--json", cwd=cwd, check_code=0)
-    assert json.loads(proc.stdout)["val_bpb"] > 0
-    proc = run_pgolf("report", cell, "--csv", cwd=cwd, check_code=0)
+def test_each_cell_is_a_run_directory_the_other_verbs_read(grid_reruns):
+    _, procs = grid_reruns
+    assert json.loads(exited(procs["eval"]).stdout)["val_bpb"] > 0
+    proc = exited(procs["report"])
     assert proc.stdout.splitlines()[0].split(",")[0] and "bpb_mean" in proc.stdout.splitlines()[0]
 
 
-def test_rerunning_runs_nothing_and_keeps_the_results(grid_sweep):
-    cwd, args, _ = grid_sweep
+def test_rerunning_runs_nothing_and_keeps_the_results(grid_sweep, grid_reruns):
+    cwd, _, _ = grid_sweep
     folder = sweep_folder(cwd)
-    before = (folder / "results.csv").read_bytes()
-    proc = run_pgolf(*args, cwd=cwd, check_code=0)
+    before, procs = grid_reruns
+    proc = exited(procs["rerun"])
     assert "2 finished before, 0 to run" in proc.stderr
     assert (folder / "results.csv").read_bytes() == before
 
 
-def test_another_grid_in_the_same_folder_is_refused_and_loses_nothing(grid_sweep):
-    cwd, args, _ = grid_sweep
+def test_another_grid_in_the_same_folder_is_refused_and_loses_nothing(grid_sweep, grid_reruns):
+    cwd, _, _ = grid_sweep
     folder = sweep_folder(cwd)
-    before = (folder / "results.csv").read_bytes()
-    other = [a if a != "reg.weight_decay=0,0.04" else "reg.weight_decay=0.04,0.09" for a in args]
-    proc = run_pgolf(*other, cwd=cwd)
+    before, procs = grid_reruns
+    proc = procs["other grid"]
     assert proc.returncode == 1 and "another grid" in one_line_error(proc)
     assert (folder / "results.csv").read_bytes() == before
 
 
-def test_adding_a_value_extends_the_sweep(grid_sweep):
-    cwd, args, _ = grid_sweep
+def test_adding_a_value_extends_the_sweep(grid_sweep, tmp_path):
+    _, args, _ = grid_sweep
+    cwd = copy_of(tmp_path, grid_sweep[0])  # the shared grid stays as it is
     folder = sweep_folder(cwd)
     before = results(folder)
     wider = [a if a != "reg.weight_decay=0,0.04" else "reg.weight_decay=0,0.04,0.09" for a in args]
@@ -194,23 +195,40 @@ def test_parallel_cells_locally_and_through_submitit(tmp_path, data_overrides, l
     assert len(json.loads(proc.stdout)) == 2
 
 
-def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, data_overrides):
-    proc = run_pgolf("sweep", "reg.weight_decay=0,0.04,0.09", "export.prune=0,0.02", *data_overrides, "--seeds", "2",
-                     "--max-bytes", "16MB", "--dry-run", "--json", cwd=tmp_path, check_code=0)
-    plan = json.loads(proc.stdout)
-    assert (plan["trainings"], plan["exports_per_training"], plan["fit_budgets"], plan["rows"]) == (6, 2, 6, 18)
-    assert not (tmp_path / "runs").exists()
-
-
-@pytest.mark.parametrize("args, code, words", [
+BAD_SWEEPS = [
     (["reg.weight_decay=0,0.04", "--jobs", "0"], 2, "--jobs"),
     (["reg.weight_decay=0,0.04", "--seeds", "0"], 2, "--seeds"),
     (["reg.weight_decay=0,0.04", "--launcher", "cloud"], 2, "--launcher"),
     (["reg.weight_decay=0,,1"], 1, "bad override"),
     ([], 2, "empty grid"),
-])
-def test_bad_sweep_input_is_one_line(tmp_path, args, code, words):
-    proc = run_pgolf("sweep", *args, cwd=tmp_path)
+]
+
+
+@pytest.fixture(scope="module")
+def quick_sweeps(tmp_path_factory, builtin_data):
+    """The commands below that train nothing, each in a folder of its own, run in turn in one interpreter: the dry
+    run, each of BAD_SWEEPS, a report on an empty folder; name -> (CompletedProcess, its cwd)."""
+    data = [f"data.dir={builtin_data}", f"data.tokenizer={builtin_data / 'tokenizer.model'}"]
+    commands = {"dry run": ["sweep", "reg.weight_decay=0,0.04,0.09", "export.prune=0,0.02", *data, "--seeds", "2",
+                            "--max-bytes", "16MB", "--dry-run", "--json"],
+                **{f"bad{i}": ["sweep", *args] for i, (args, _, _) in enumerate(BAD_SWEEPS)}}
+    cwds = {name: tmp_path_factory.mktemp("sweep") for name in [*commands, "report"]}
+    (cwds["report"] / "empty").mkdir()
+    commands["report"] = ["report", cwds["report"] / "empty"]
+    procs = run_pgolf_each([(args, cwds[name]) for name, args in commands.items()])
+    return {name: (proc, cwds[name]) for name, proc in zip(commands, procs, strict=True)}
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(quick_sweeps):
+    proc, cwd = quick_sweeps["dry run"]
+    plan = json.loads(exited(proc).stdout)
+    assert (plan["trainings"], plan["exports_per_training"], plan["fit_budgets"], plan["rows"]) == (6, 2, 6, 18)
+    assert not (cwd / "runs").exists()
+
+
+@pytest.mark.parametrize("args, code, words", BAD_SWEEPS)
+def test_bad_sweep_input_is_one_line(quick_sweeps, args, code, words):
+    proc, _ = quick_sweeps[f"bad{BAD_SWEEPS.index((args, code, words))}"]
     assert proc.returncode == code and words in one_line_error(proc)
 
 
@@ -223,7 +241,6 @@ def test_submitit_missing_names_the_extra(tmp_path, monkeypatch, capsys, data_ov
     assert not list((tmp_path / "runs" / "sweeps").glob("*/cells/*"))
 
 
-def test_report_on_a_folder_without_results_is_one_line(tmp_path):
-    (tmp_path / "empty").mkdir()
-    proc = run_pgolf("report", tmp_path / "empty", cwd=tmp_path)
+def test_report_on_a_folder_without_results_is_one_line(quick_sweeps):
+    proc, _ = quick_sweeps["report"]
     assert proc.returncode == 1 and "empty" in one_line_error(proc)

@@ -11,11 +11,11 @@ import torch
 from rich.console import Console
 from safetensors.torch import load_file
 
-from pgolf.cli import summary_table
 from pgolf.data.shards import read_shard
 from pgolf.model.gpt import GPT
+from pgolf.results.tables import summary_table
 
-from .conftest import QUICK, interruptible, one_line_error, run_pgolf
+from .conftest import QUICK, exited, interruptible, one_line_error, run_pgolf, run_pgolf_each
 
 pytestmark = pytest.mark.slow
 
@@ -45,38 +45,95 @@ def test_json_output_is_only_json(trained_run):
     assert "val_bpb" in proc.stderr  # the human log went to stderr
 
 
-def test_eval_of_the_artifact_reproduces_the_round_trip_score(trained_run, data_overrides):
+BAD_INPUTS = [
+    (["data.dir=/nonexistent/place"], "/nonexistent/place"),
+    (["model.vocab_size=512"], "vocab_size"),
+    (["model.no_such=1"], "model.no_such"),
+    (["train.seq_len=abc"], "train.seq_len"),
+]
+
+
+@pytest.fixture(scope="module")
+def cli_runs(trained_run, builtin_data, tmp_path_factory):
+    """The evals and failing trainings below, each in the folder its test names, run in turn in one interpreter:
+    name -> (CompletedProcess, its cwd)."""
     cwd, summary, _ = trained_run
-    proc = run_pgolf("eval", summary["artifact"], *data_overrides, "data.val_tokens=16384", "--json", cwd=cwd,
-                     check_code=0)
-    assert json.loads(proc.stdout)["val_bpb"] == pytest.approx(summary["val_bpb_roundtrip"], rel=1e-9)
+    data = [f"data.dir={builtin_data}", f"data.tokenizer={builtin_data / 'tokenizer.model'}"]
+    commands = {  # name -> (args, cwd); the files they read are written here first
+        "artifact": (["eval", summary["artifact"], *data, "data.val_tokens=16384", "--json"], cwd),
+        "checkpoint": (["eval", cwd / summary["run_dir"] / "model.safetensors", *data, "data.val_tokens=16384",
+                        "--json"], cwd),
+    }
 
-
-def test_eval_of_the_checkpoint_reproduces_the_float_score(trained_run, data_overrides):
-    cwd, summary, _ = trained_run
-    ckpt = cwd / summary["run_dir"] / "model.safetensors"
-    proc = run_pgolf("eval", ckpt, *data_overrides, "data.val_tokens=16384", "--json", cwd=cwd, check_code=0)
-    assert json.loads(proc.stdout)["val_bpb"] == pytest.approx(summary["val_bpb"], rel=1e-9)
-
-
-def test_eval_of_a_reference_style_final_model_pt(tmp_path, trained_run, data_overrides):
-    """A plain torch.save'd state dict (as the reference script writes) loads with weights_only and scores."""
-    cwd, summary, _ = trained_run
+    # A plain torch.save'd state dict (as the reference script writes), bf16 matrices.
+    here = tmp_path_factory.mktemp("final_model_pt")
     state = load_file(str(cwd / summary["run_dir"] / "model.safetensors"))
-    torch.save({k: v.bfloat16() if v.ndim == 2 else v for k, v in state.items()}, tmp_path / "final_model.pt")
-    proc = run_pgolf("eval", tmp_path / "final_model.pt", *data_overrides, "data.val_tokens=16384", "--json",
-                     cwd=cwd, check_code=0)
-    result = json.loads(proc.stdout)
+    torch.save({k: v.bfloat16() if v.ndim == 2 else v for k, v in state.items()}, here / "final_model.pt")
+    commands["final_model.pt"] = (["eval", here / "final_model.pt", *data, "data.val_tokens=16384", "--json"], cwd)
+
+    here = tmp_path_factory.mktemp("reference")
+    torch.manual_seed(0)
+    torch.save(GPT().state_dict(), here / "final_model.pt")  # 9x512, the reference shapes and keys
+    commands["reference"] = (["eval", here / "final_model.pt", *data, "data.val_tokens=2048", "--json"], here)
+
+    for i, (overrides, _) in enumerate(BAD_INPUTS):
+        commands[f"bad{i}"] = (["train", *data, *QUICK, *overrides], tmp_path_factory.mktemp("bad"))
+
+    here = tmp_path_factory.mktemp("corrupt_shard")
+    shards = here / "data"
+    shards.mkdir()
+    for f in builtin_data.iterdir():
+        (shards / f.name).write_bytes(f.read_bytes())
+    val = next(shards.glob("*_val_*.bin"))
+    val.write_bytes(val.read_bytes()[:-10])
+    commands["corrupt shard"] = (["train", f"data.dir={shards}", f"data.tokenizer={shards / 'tokenizer.model'}",
+                                  *QUICK], here)
+
+    here = tmp_path_factory.mktemp("corrupt_artifact")
+    blob = bytearray((cwd / summary["artifact"]).read_bytes())
+    blob[len(blob) // 2] ^= 0x40
+    (here / "bad.pgolf").write_bytes(bytes(blob))
+    commands["corrupt artifact"] = (["eval", here / "bad.pgolf", *data], here)
+
+    # data=fineweb_sp1024 finds data/datasets/fineweb10B_sp1024/ and data/tokenizers/fineweb_1024_bpe.model.
+    here = tmp_path_factory.mktemp("fineweb")
+    layout = here / "data" / "datasets" / "fineweb10B_sp1024"
+    layout.mkdir(parents=True)
+    (here / "data" / "tokenizers").mkdir()
+    (layout / "fineweb_train_000000.bin").write_bytes(next(builtin_data.glob("*_train_*.bin")).read_bytes())
+    (layout / "fineweb_val_000000.bin").write_bytes(next(builtin_data.glob("*_val_*.bin")).read_bytes())
+    (here / "data" / "tokenizers" / "fineweb_1024_bpe.model").write_bytes(
+        (builtin_data / "tokenizer.model").read_bytes())
+    commands["fineweb"] = (["eval", cwd / summary["artifact"], "data=fineweb_sp1024", "data.val_tokens=16384",
+                            "--json"], here)
+
+    procs = run_pgolf_each(list(commands.values()))
+    return {name: (proc, run_cwd) for (name, (_, run_cwd)), proc in zip(commands.items(), procs, strict=True)}
+
+
+def succeeded(cli_runs, name):
+    return json.loads(exited(cli_runs[name][0]).stdout)
+
+
+def test_eval_of_the_artifact_reproduces_the_round_trip_score(trained_run, cli_runs):
+    _, summary, _ = trained_run
+    assert succeeded(cli_runs, "artifact")["val_bpb"] == pytest.approx(summary["val_bpb_roundtrip"], rel=1e-9)
+
+
+def test_eval_of_the_checkpoint_reproduces_the_float_score(trained_run, cli_runs):
+    _, summary, _ = trained_run
+    assert succeeded(cli_runs, "checkpoint")["val_bpb"] == pytest.approx(summary["val_bpb"], rel=1e-9)
+
+
+def test_eval_of_a_reference_style_final_model_pt(trained_run, cli_runs):
+    """A plain torch.save'd state dict (as the reference script writes) loads with weights_only and scores."""
+    _, summary, _ = trained_run
+    result = succeeded(cli_runs, "final_model.pt")
     assert result["val_bpb"] == pytest.approx(summary["val_bpb"], abs=0.02)  # bf16 weights: close, not equal
 
 
-def test_reference_baseline_state_dict_loads_into_model_baseline(tmp_path, data_overrides):
-    torch.manual_seed(0)
-    ref = GPT()  # 9x512, the reference shapes and keys
-    torch.save(ref.state_dict(), tmp_path / "final_model.pt")
-    proc = run_pgolf("eval", tmp_path / "final_model.pt", *data_overrides, "data.val_tokens=2048", "--json",
-                     cwd=tmp_path, check_code=0)
-    assert json.loads(proc.stdout)["params"] == 17_059_912
+def test_reference_baseline_state_dict_loads_into_model_baseline(cli_runs):
+    assert succeeded(cli_runs, "reference")["params"] == 17_059_912
 
 
 def test_help_lists_every_verb(tmp_path):
@@ -85,37 +142,22 @@ def test_help_lists_every_verb(tmp_path):
         assert verb in proc.stdout
 
 
-@pytest.mark.parametrize("overrides,fragment", [
-    (["data.dir=/nonexistent/place"], "/nonexistent/place"),
-    (["model.vocab_size=512"], "vocab_size"),
-    (["model.no_such=1"], "model.no_such"),
-    (["train.seq_len=abc"], "train.seq_len"),
-])
-def test_bad_input_is_one_line_error_and_writes_nothing(tmp_path, data_overrides, overrides, fragment):
-    proc = run_pgolf("train", *data_overrides, *QUICK, *overrides, cwd=tmp_path)
+@pytest.mark.parametrize("overrides,fragment", BAD_INPUTS)
+def test_bad_input_is_one_line_error_and_writes_nothing(cli_runs, overrides, fragment):
+    proc, cwd = cli_runs[f"bad{BAD_INPUTS.index((overrides, fragment))}"]
     assert proc.returncode == 1
     assert fragment in one_line_error(proc)
-    assert not (tmp_path / "runs").exists()
+    assert not (cwd / "runs").exists()
 
 
-def test_corrupt_shard_is_one_line_error(tmp_path, builtin_data):
-    data = tmp_path / "data"
-    data.mkdir()
-    for f in builtin_data.iterdir():
-        (data / f.name).write_bytes(f.read_bytes())
-    val = next(data.glob("*_val_*.bin"))
-    val.write_bytes(val.read_bytes()[:-10])
-    proc = run_pgolf("train", f"data.dir={data}", f"data.tokenizer={data / 'tokenizer.model'}", *QUICK, cwd=tmp_path)
+def test_corrupt_shard_is_one_line_error(cli_runs):
+    proc, cwd = cli_runs["corrupt shard"]
+    val = next((cwd / "data").glob("*_val_*.bin"))
     assert proc.returncode == 1 and val.name in one_line_error(proc)
 
 
-def test_corrupt_artifact_is_one_line_error(tmp_path, trained_run, data_overrides):
-    cwd, summary, _ = trained_run
-    blob = bytearray((cwd / summary["artifact"]).read_bytes())
-    blob[len(blob) // 2] ^= 0x40
-    bad = tmp_path / "bad.pgolf"
-    bad.write_bytes(bytes(blob))
-    proc = run_pgolf("eval", bad, *data_overrides, cwd=tmp_path)
+def test_corrupt_artifact_is_one_line_error(cli_runs):
+    proc, _ = cli_runs["corrupt artifact"]
     assert proc.returncode == 1 and "bad.pgolf" in one_line_error(proc)
 
 
@@ -224,19 +266,10 @@ def test_prepared_shards_are_challenge_format(builtin_data):
         assert tokens[0] == 1  # each document starts with BOS
 
 
-def test_fineweb_preset_reads_the_challenge_layout_as_is(tmp_path, builtin_data, trained_run):
+def test_fineweb_preset_reads_the_challenge_layout_as_is(trained_run, cli_runs):
     """data=fineweb_sp1024 finds data/datasets/fineweb10B_sp1024/ and data/tokenizers/fineweb_1024_bpe.model."""
-    cwd, summary, _ = trained_run
-    shards = tmp_path / "data" / "datasets" / "fineweb10B_sp1024"
-    shards.mkdir(parents=True)
-    (tmp_path / "data" / "tokenizers").mkdir()
-    (shards / "fineweb_train_000000.bin").write_bytes(next(builtin_data.glob("*_train_*.bin")).read_bytes())
-    (shards / "fineweb_val_000000.bin").write_bytes(next(builtin_data.glob("*_val_*.bin")).read_bytes())
-    (tmp_path / "data" / "tokenizers" / "fineweb_1024_bpe.model").write_bytes(
-        (builtin_data / "tokenizer.model").read_bytes())
-    proc = run_pgolf("eval", cwd / summary["artifact"], "data=fineweb_sp1024", "data.val_tokens=16384", "--json",
-                     cwd=tmp_path, check_code=0)
-    assert json.loads(proc.stdout)["val_bpb"] == pytest.approx(summary["val_bpb_roundtrip"], rel=1e-9)
+    _, summary, _ = trained_run
+    assert succeeded(cli_runs, "fineweb")["val_bpb"] == pytest.approx(summary["val_bpb_roundtrip"], rel=1e-9)
 
 
 def test_summary_headroom_is_against_the_configured_budget():

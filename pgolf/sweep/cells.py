@@ -4,7 +4,6 @@ and write its rows to `cell.json`, the cell's source of truth.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -18,7 +17,7 @@ from pgolf.atomic import atomic_write_json
 from pgolf.errors import Interrupted, one_line
 from pgolf.fit.budget import fit_budget
 from pgolf.jobs.export_job import run_export
-from pgolf.jobs.layout import CONFIG, FLOAT_WEIGHTS, SUMMARY, budget_label, is_run_dir
+from pgolf.jobs.layout import CONFIG, FLOAT_WEIGHTS, SUMMARY, budget_label, is_run_dir, read_summary
 from pgolf.jobs.sources import config_for_source
 from pgolf.jobs.train_job import run_train
 from pgolf.progress import ProgressFn, no_progress
@@ -78,10 +77,9 @@ def _failed_rows(spec: CellSpec, error: str) -> list[dict[str, Any]]:
 
 
 def _finished_training(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / SUMMARY
-    if not path.is_file() or not (run_dir / FLOAT_WEIGHTS).is_file():
+    if not (run_dir / SUMMARY).is_file() or not (run_dir / FLOAT_WEIGHTS).is_file():
         return None
-    summary = json.loads(path.read_text())
+    summary = read_summary(run_dir)
     return summary if "error" not in summary and "val_bpb_roundtrip" in summary else None
 
 

@@ -366,8 +366,9 @@ class _Loop:
         s.paused += self.clock() - pause_start
         if early:
             s.stop_reason = "early_stop"
+            best = f" (best {self.stopper.best:.4f})" if self.stopper is not None else ""  # rank 0 decided
             self.log(f"early stopping at step {s.step}: val_bpb has not improved for {r.early_stop_patience} "
-                     f"validations (best {self.stopper.best:.4f})")
+                     f"validations{best}")
         return early
 
     def end(self, t0: float, bad: _Bad) -> None:

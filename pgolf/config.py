@@ -11,6 +11,7 @@ module that imports hydra or omegaconf.
 from __future__ import annotations
 
 import ast
+import copy
 import inspect
 import os
 import re
@@ -21,6 +22,7 @@ from typing import Any
 from pgolf.errors import ConfigError
 from pgolf.model.knobs import RECORD_KNOBS, knob_problems
 from pgolf.schema import (  # noqa: F401  (re-exported: the schema as composition's callers name it)
+    TTT_TARGETS,
     BudgetConfig,
     Config,
     DataConfig,
@@ -32,6 +34,7 @@ from pgolf.schema import (  # noqa: F401  (re-exported: the schema as compositio
     RegConfig,
     RunConfig,
     TrainConfig,
+    TTTConfig,
     to_dict,
 )
 
@@ -241,12 +244,15 @@ def plain_yaml(data: dict[str, Any]) -> str:
 
 
 def merge_dotted(cfg: Config, overrides: list[str]) -> Config:
-    """`key=value` overrides on top of a saved config (a preset such as `data=x` needs conf/'s defaults, which a
-    saved config has already left behind, so it is refused)."""
+    """Overrides on top of a saved config: a preset (`ttt=records`) or a top-level value (`seed=3`) replaces that
+    whole part as conf/ composes it, then `section.key=value` overrides apply."""
     presets = [item for item in overrides if "." not in override_key(item)]
     if presets:
-        raise ConfigError(f"{presets[0]!r} selects a preset; on a saved config set its fields instead "
-                          "(e.g. data.dir=..., data.tokenizer=...)")
+        chosen = compose(presets)
+        cfg = copy.deepcopy(cfg)
+        for item in presets:
+            setattr(cfg, override_key(item), getattr(chosen, override_key(item)))
+        overrides = [item for item in overrides if item not in presets]
     if not overrides:
         return cfg
     from omegaconf import OmegaConf
@@ -305,6 +311,38 @@ def fit_problems(f: FitConfig) -> list[str]:
         value = getattr(f, name)
         if value < low:
             problems.append(f"fit.{name} must be >= {low}, got {value}")
+    return problems
+
+
+def ttt_problems(t: TTTConfig) -> list[str]:
+    """Every problem of a test-time training config, each naming its `ttt.` key (none when ttt.name is none)."""
+    if t.name == "none":
+        return []
+    problems = []
+    if t.rank == 0 and t.phases == 0:
+        problems.append(f"ttt={t.name} trains nothing: ttt.rank and ttt.phases are both 0 (use ttt=none)")
+    for name, low in (("rank", 0), ("chunk", 1), ("context", 1), ("batch_docs", 1), ("grad_steps", 1),
+                      ("phases", 0), ("prefix_docs", 0), ("global_epochs", 1), ("global_chunk_tokens", 1),
+                      ("global_batch_seqs", 1)):
+        value = getattr(t, name)
+        if value < low:
+            problems.append(f"ttt.{name} must be >= {low}, got {value}")
+    if t.context < t.chunk:
+        problems.append(f"ttt.context ({t.context}) must hold at least one chunk (ttt.chunk {t.chunk})")
+    if t.phases and t.prefix_docs < t.phases:
+        problems.append(f"ttt.phases ({t.phases}) needs ttt.prefix_docs >= ttt.phases, got {t.prefix_docs}")
+    for name in ("alpha", "lr", "weight_decay", "global_lr", "global_momentum", "global_grad_clip"):
+        value = getattr(t, name)
+        if not 0 <= value < float("inf"):
+            problems.append(f"ttt.{name} must be finite and >= 0, got {value}")
+    for name in ("beta1", "beta2"):
+        if not 0 <= getattr(t, name) < 1:
+            problems.append(f"ttt.{name} must be in [0, 1), got {getattr(t, name)}")
+    bad = [x for x in t.targets if x not in TTT_TARGETS]
+    if bad:
+        problems.append(f"ttt.targets must be among {', '.join(TTT_TARGETS)}, got {bad}")
+    if t.rank and not t.targets:
+        problems.append(f"ttt.rank is {t.rank} but ttt.targets is empty")
     return problems
 
 
@@ -390,6 +428,7 @@ def validate(cfg: Config) -> None:
     need(e.gptq_tokens > 0, f"export.gptq_tokens must be > 0, got {e.gptq_tokens}")
     need(e.gptq_damp > 0, f"export.gptq_damp must be > 0, got {e.gptq_damp}")
     problems += fit_problems(cfg.fit)
+    problems += ttt_problems(cfg.ttt)
     need(cfg.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {cfg.device!r}")
     lc = cfg.launcher
     need(lc.cluster in ("local", "slurm"), f"launcher.cluster must be local or slurm, got {lc.cluster!r}")

@@ -309,6 +309,58 @@ class FitConfig:
     """Sequence length of the Fisher pass (shorter: more per-sequence gradients per token)."""
 
 
+TTT_TARGETS = ("q", "k", "v", "o", "mlp", "head")
+"""Where per-document LoRA adapters can sit: the q/k/v projections, beside a block's whole attention (o) and MLP, and
+beside the head (on the final hidden state, added to the logits before the softcap)."""
+
+
+@dataclass
+class TTTConfig:
+    name: str = "none"
+    """Test-time training preset: none (static eval), cpu or records (conf/ttt); pgolf/ttt says how it scores."""
+    rank: int = 0
+    """Per-document LoRA rank (0 = no per-document adapters, global phases only)."""
+    alpha: float = 144.0
+    """LoRA output scale is alpha / rank, so the step size does not change with the rank."""
+    targets: list[str] = field(default_factory=lambda: list(TTT_TARGETS))
+    """Where the adapters sit: any of q, k, v, o, mlp, head."""
+    lr: float = 1e-4
+    """AdamW learning rate of the adapters."""
+    beta1: float = 0.0
+    """AdamW beta1 of the adapters."""
+    beta2: float = 0.999
+    """AdamW beta2 of the adapters."""
+    weight_decay: float = 0.0
+    """AdamW (decoupled) weight decay of the adapters."""
+    warm_start: bool = True
+    """Keep each adapter's A factor from one batch of documents to the next (B restarts at zero)."""
+    chunk: int = 48
+    """Tokens of a document scored per step; the adapters then train on them before the next chunk is scored."""
+    context: int = 2048
+    """Most tokens a chunk is scored with (its window ends at the chunk's end, never before its document's start);
+    also the sequence length of the global phases."""
+    batch_docs: int = 64
+    """Documents adapted side by side (each with its own adapter rows), batched by length."""
+    grad_steps: int = 1
+    """Adapter steps per chunk."""
+    phases: int = 0
+    """Global phases: after each, every weight trains (SGD) on the documents scored so far (0 = none)."""
+    prefix_docs: int = 0
+    """Documents (in scoring order) the global phases cover; phase p ends after p/phases of them."""
+    global_lr: float = 1e-3
+    """Peak SGD learning rate of a global phase (cosine to zero over its chunks)."""
+    global_momentum: float = 0.9
+    """SGD momentum of a global phase."""
+    global_epochs: int = 1
+    """Passes over each chunk of a global phase."""
+    global_chunk_tokens: int = 32768
+    """Tokens per learning-rate step of a global phase's cosine (the last chunk is not trained on)."""
+    global_batch_seqs: int = 32
+    """Sequences of `context` tokens per global SGD step."""
+    global_grad_clip: float = 1.0
+    """Gradient-norm clip of a global phase (0 = off)."""
+
+
 @dataclass
 class LauncherConfig:
     cluster: str = "local"
@@ -335,6 +387,7 @@ class Config:
     export: ExportConfig = field(default_factory=ExportConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     fit: FitConfig = field(default_factory=FitConfig)
+    ttt: TTTConfig = field(default_factory=TTTConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     seed: int = 1337
     """Random seed for init, data order and dropout."""

@@ -14,7 +14,7 @@ LAYERS = {
     "runtime": 1, "schema": 1, "model": 1,
     "config": 2, "data": 2, "bundle": 2,
     "evaluate": 3, "export": 3,
-    "train": 4,
+    "train": 4, "ttt": 4,
     "jobs": 5,
     "results": 6, "ship": 6,
     "fit": 7,

@@ -23,7 +23,7 @@ PACKAGE = Path(pgolf.__file__).resolve().parent
 ENTRY = "pgolf.ship.standalone"
 
 
-PACKED_SECTIONS = ("data", "model", "train", "reg", "export", "seed")
+PACKED_SECTIONS = ("data", "model", "train", "reg", "export", "ttt", "seed")
 """Config parts the script needs; run, budget, fit, launcher and device are pgolf's own."""
 
 
@@ -33,6 +33,7 @@ _NOT_REQUIREMENTS = {"pgolf", "torch", "numpy", "__future__"}
 GATED: dict[str, Callable[[Config], bool]] = {
     "pgolf.export.gptq": lambda cfg: cfg.export.gptq,
     "pgolf.model.doc_mask": lambda cfg: cfg.model.doc_mask,
+    "pgolf.ttt.score": lambda cfg: cfg.ttt.name != "none",
     "pgolf.model.records": lambda cfg: uses_records({key: getattr(cfg.model, key) for key in RECORD_KNOBS}),
     "pgolf.export.prune": lambda cfg: cfg.export.prune > 0,
     "pgolf.train.pruning": lambda cfg: cfg.reg.prune_sparsity > 0,

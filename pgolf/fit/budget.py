@@ -84,13 +84,15 @@ def fit_budget(source: Path, cfg: C.Config, max_bytes: int, margin: int = 0,
     if exported.model_bytes + code_bytes > limit_total:
         raise BudgetError(f"{paths['artifact']}: {exported.model_bytes:,} + {code_bytes:,} code bytes is over "
                           f"{limit_total:,}; nothing written")
-    rt = write_and_score(exported, paths["artifact"], scorer)
+    scores = write_and_score(exported, paths["artifact"], scorer)
+    rt = scores.static
     file_bytes = paths["artifact"].stat().st_size
     float_final = scorer.score(model)
     search.evaluations += 2
     write_artifact_record(paths["artifact"], chosen_cfg, {
         "val_loss_roundtrip": rt.loss, "val_bpb_roundtrip": rt.bpb, "val_tokens_roundtrip": rt.tokens,
-        **scorer.scored_on, "bytes": {"model": file_bytes, "code": code_bytes, "total": file_bytes + code_bytes}})
+        **scores.ttt_fields(), **scorer.scored_on,
+        "bytes": {"model": file_bytes, "code": code_bytes, "total": file_bytes + code_bytes}})
     chosen.model_bytes = chosen.stream_bytes + found.overhead  # a shrunk choice kept its parent's prediction
     evaluated = found.measured if chosen in found.measured else [*found.measured, chosen]
     rows = candidate_frame(evaluated, chosen, file_bytes, code_bytes, limit_total, found.float_search_bpb)
@@ -104,7 +106,7 @@ def fit_budget(source: Path, cfg: C.Config, max_bytes: int, margin: int = 0,
         "budget_used": (file_bytes + code_bytes) / limit_total,
         "val_bpb": float_final.bpb, "val_loss": float_final.loss,
         "val_bpb_roundtrip": rt.bpb, "val_loss_roundtrip": rt.loss,
-        "val_tokens": rt.tokens, "val_bytes": rt.bytes,
+        "val_tokens": rt.tokens, "val_bytes": rt.bytes, **scores.ttt_fields(),
         "search_val_tokens": search.scorer.val.tokens.numel() - 1, "search_val_bpb_float": found.float_search_bpb,
         "bpb_evaluations": search.evaluations, "size_candidates": found.pool_size,
         "header_overhead_bytes": exported.overhead_bytes,

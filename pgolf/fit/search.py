@@ -287,7 +287,7 @@ class Search:
 
     def evaluate(self, state: dict[str, Tensor]) -> float:
         self.evaluations += 1
-        return self.scorer.score_weights(self.model_config, state, where="fit candidate").bpb
+        return self.scorer.score_weights(self.model_config, state, where="fit candidate").static.bpb
 
     def measure(self, table: SizeTable, cand: Candidate) -> float:
         """Search-slice BPB of `cand` (stored on it)."""

@@ -25,7 +25,8 @@ def export_and_score(state_dict: dict[str, torch.Tensor], float_model: torch.nn.
                      cfg: C.Config, out_path: Path, scorer: Scorer) -> dict:
     """Export, read back and score (roundtrip.export_roundtrip); returns summary fields, and writes the artifact's
     record (`<artifact>.json`: the config it was made with and its score) beside it for `pgolf pack`."""
-    result, rt = export_roundtrip(state_dict, float_model, model_config, cfg, out_path, scorer)
+    result, scores = export_roundtrip(state_dict, float_model, model_config, cfg, out_path, scorer)
+    rt = scores.static
     model_bytes = out_path.stat().st_size
     code = count_code_bytes(cfg)
     fields = {
@@ -33,6 +34,7 @@ def export_and_score(state_dict: dict[str, torch.Tensor], float_model: torch.nn.
         "val_loss_roundtrip": rt.loss,
         "val_bpb_roundtrip": rt.bpb,
         "val_tokens_roundtrip": rt.tokens,
+        **scores.ttt_fields(),
         **scorer.scored_on,
         "bytes": {"model": model_bytes, "code": code, "total": model_bytes + code},
         "entropy_bound_bytes": result.entropy_bound_bytes,
@@ -45,8 +47,9 @@ def export_and_score(state_dict: dict[str, torch.Tensor], float_model: torch.nn.
 def write_artifact_record(artifact: Path, cfg: C.Config, fields: dict) -> None:
     """`<artifact>.json`: the full config an artifact was made with and its round-trip score, so `pgolf pack` can
     ship the script that rebuilds it without guessing."""
-    keep = ("val_loss_roundtrip", "val_bpb_roundtrip", "val_tokens_roundtrip", "eval_device", "eval_dtype", "bytes")
-    record = {"artifact": Path(artifact).name, "config": C.to_dict(cfg), **{k: fields[k] for k in keep}}
+    keep = ("val_loss_roundtrip", "val_bpb_roundtrip", "val_tokens_roundtrip", "eval_device", "eval_dtype", "bytes",
+            "ttt", "val_loss_ttt", "val_bpb_ttt", "ttt_seconds")
+    record = {"artifact": Path(artifact).name, "config": C.to_dict(cfg), **{k: fields[k] for k in keep if k in fields}}
     atomic_write_json(record_path(artifact), record)
 
 
@@ -56,20 +59,21 @@ def score_fields(result: EvalResult) -> dict:
 
 
 def run_eval(path: Path, cfg: C.Config, progress: ProgressFn = no_progress, losses: Path | None = None) -> dict:
-    """`pgolf eval`: score an artifact or a checkpoint on the configured validation data; `losses` (.npy) gets
-    every scored target's loss in nats (float32, validation order), so where the nats go can be seen, and
-    checked, from outside."""
+    """`pgolf eval`: score an artifact or a checkpoint on the configured validation data (and with test-time
+    training, `ttt=NAME`); `losses` (.npy) gets every scored target's loss in nats (float32, validation order) of the
+    final score (the TTT one with TTT), so where the nats go can be seen, and checked, from outside."""
     model_config, state, kind = load_any(path)
     scorer = Scorer.for_saved(cfg, model_config, resolve_device(cfg.device), progress)
     model = rebuild_model(model_config, state, where=path)
-    result = scorer.score(model, per_token=losses is not None)
-    summary = {"source": kind, "params": sum(p.numel() for p in model.parameters()), **score_fields(result),
-               "eval_stride": cfg.export.eval_stride, "seq_len": cfg.train.seq_len, **scorer.scored_on}
+    scores = scorer.score_all(model, per_token=losses is not None)
+    summary = {"source": kind, "params": sum(p.numel() for p in model.parameters()), **score_fields(scores.static),
+               **scores.ttt_fields(), "eval_stride": cfg.export.eval_stride, "seq_len": cfg.train.seq_len,
+               **scorer.scored_on}
     if Path(path).suffix == ARTIFACT_SUFFIX:
         summary["bytes"] = {"model": Path(path).stat().st_size}
     if losses is not None:
         buffer = io.BytesIO()
-        np.save(buffer, result.token_losses.numpy(), allow_pickle=False)
+        np.save(buffer, scores.final.token_losses.numpy(), allow_pickle=False)
         atomic_write_bytes(losses, buffer.getvalue())
         summary["losses"] = str(losses)
     return summary

@@ -14,9 +14,8 @@ import torch
 from pgolf.data.loader import TokenStream
 from pgolf.data.shards import find_shards
 from pgolf.errors import DataError
-from pgolf.evaluate import EvalResult
 from pgolf.export.artifact import ExportResult, export_state_dict, write_artifact
-from pgolf.jobs.scorer import Scorer
+from pgolf.jobs.scorer import Scorer, Scores
 from pgolf.runtime.device import DeviceSetup, autocast
 from pgolf.schema import Config
 
@@ -45,15 +44,15 @@ def calibration_hessians(float_model: torch.nn.Module, cfg: Config,
 
 
 def export_roundtrip(state_dict: dict[str, torch.Tensor], float_model: torch.nn.Module, model_config: dict,
-                     cfg: Config, out_path: Path, scorer: Scorer) -> tuple[ExportResult, EvalResult]:
+                     cfg: Config, out_path: Path, scorer: Scorer) -> tuple[ExportResult, Scores]:
     """Export `state_dict` (the weights of `float_model`, which GPTQ calibrates on) to `out_path`, read it back from
-    disk, rebuild the model and score it."""
+    disk, rebuild the model and score it (with test-time training too when the scorer's config asks for it)."""
     hessians = calibration_hessians(float_model, cfg, scorer.setup)
     result = export_state_dict(state_dict, model_config, cfg.export, progress=scorer.progress, hessians=hessians)
     return result, write_and_score(result, out_path, scorer)
 
 
-def write_and_score(result: ExportResult, out_path: Path, scorer: Scorer) -> EvalResult:
+def write_and_score(result: ExportResult, out_path: Path, scorer: Scorer) -> Scores:
     """The second half of the round trip, for an export already made (fit-budget's verified choice): write it, read
     it back from disk, rebuild and score."""
     write_artifact(out_path, result)

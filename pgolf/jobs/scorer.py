@@ -5,7 +5,8 @@ shipped script) is computed by `Scorer`.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from pgolf.jobs.models import rebuild_model
 from pgolf.model.knobs import BOS_ID
 from pgolf.progress import ProgressFn, no_progress
 from pgolf.runtime.device import DeviceSetup
-from pgolf.schema import Config
+from pgolf.schema import Config, TTTConfig
 
 
 @dataclass
@@ -47,6 +48,36 @@ def load_val_data(cfg: Config, seq_len: int, max_tokens: int) -> ValData:
     return ValData(tokens=tokens, luts=build_byte_luts(tokenizer, cfg.model.vocab_size), vocab_size=vocab)
 
 
+@dataclass(frozen=True)
+class TTTScore:
+    """A score with test-time training (pgolf/ttt/score.py)."""
+
+    result: EvalResult
+    seconds: float
+    preset: str
+
+    def fields(self) -> dict:
+        """As summary fields, beside the static score's."""
+        r = self.result
+        return {"ttt": self.preset, "val_loss_ttt": r.loss, "val_bpb_ttt": r.bpb, "ttt_seconds": self.seconds}
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A model's static score and, when the config asks for test-time training, its TTT score."""
+
+    static: EvalResult
+    ttt: TTTScore | None = None
+
+    @property
+    def final(self) -> EvalResult:
+        """The score a submission reports: the TTT one when there is one."""
+        return self.ttt.result if self.ttt is not None else self.static
+
+    def ttt_fields(self) -> dict:
+        return self.ttt.fields() if self.ttt is not None else {}
+
+
 @dataclass
 class Scorer:
     """Scores models on one validation set, always the same way: the canonical byte count, the configured
@@ -61,6 +92,10 @@ class Scorer:
     stride: int
     setup: DeviceSetup
     progress: ProgressFn = no_progress
+    ttt: TTTConfig = field(default_factory=TTTConfig)
+    """Test-time training for `score_all` (ttt.name none: static only)."""
+    seed: int = 0
+    """Seeds the TTT adapters' initial A factors."""
 
     @classmethod
     def load(cls, cfg: Config, setup: DeviceSetup, progress: ProgressFn = no_progress) -> Scorer:
@@ -68,7 +103,7 @@ class Scorer:
         val = load_val_data(cfg, cfg.train.seq_len, cfg.data.val_tokens)
         if cfg.model.doc_mask:
             check_documents(val.tokens, f"the validation shards in {cfg.data.dir}")
-        return cls(val, cfg.train.seq_len, cfg.export.eval_stride, setup, progress)
+        return cls(val, cfg.train.seq_len, cfg.export.eval_stride, setup, progress, cfg.ttt, cfg.seed)
 
     @classmethod
     def for_saved(cls, cfg: Config, model_config: dict, setup: DeviceSetup,
@@ -80,10 +115,11 @@ class Scorer:
         return cls.load(cfg, setup, progress)
 
     def head(self, max_tokens: int) -> Scorer:
-        """The same scorer on the first `max_tokens` targets (0: all), silent: fit-budget's search slice."""
+        """The same scorer on the first `max_tokens` targets (0: all), silent and static: fit-budget's search
+        slice."""
         n = self.val.tokens.numel() if max_tokens <= 0 else min(self.val.tokens.numel(), max_tokens + 1)
         return dataclasses.replace(self, val=dataclasses.replace(self.val, tokens=self.val.tokens[:n]),
-                                   progress=no_progress)
+                                   progress=no_progress, ttt=TTTConfig())
 
     def score(self, model: torch.nn.Module, per_token: bool = False) -> EvalResult:
         """The score of `model`; `per_token` also keeps every scored target's loss (EvalResult.token_losses)."""
@@ -92,11 +128,30 @@ class Scorer:
                             device=self.setup.device, autocast_dtype=self.setup.autocast_dtype, progress=self.progress,
                             per_token=per_token)
 
-    def score_weights(self, model_config: dict, state: dict[str, torch.Tensor], where: Path | str) -> EvalResult:
-        """Score saved weights: the model rebuilt from its saved kwargs (one-line error on a mismatch)."""
-        return self.score(rebuild_model(model_config, state, where=where))
+    @property
+    def uses_ttt(self) -> bool:
+        return self.ttt.name != "none"
 
-    def score_artifact(self, path: Path) -> EvalResult:
+    def score_ttt(self, model: torch.nn.Module, per_token: bool = False) -> TTTScore:
+        """The score of `model` with the configured test-time training (the model itself is not changed)."""
+        from pgolf.ttt.score import evaluate_ttt  # only then: a packed script carries pgolf/ttt only then
+
+        started = time.perf_counter()
+        result = evaluate_ttt(model, self.val.tokens, self.val.luts, self.ttt, device=self.setup.device,
+                              autocast_dtype=self.setup.autocast_dtype, seed=self.seed, progress=self.progress,
+                              per_token=per_token)
+        return TTTScore(result, time.perf_counter() - started, self.ttt.name)
+
+    def score_all(self, model: torch.nn.Module, per_token: bool = False) -> Scores:
+        """The static score, and the TTT score when the config asks for it."""
+        static = self.score(model, per_token=per_token)
+        return Scores(static, self.score_ttt(model, per_token) if self.uses_ttt else None)
+
+    def score_weights(self, model_config: dict, state: dict[str, torch.Tensor], where: Path | str) -> Scores:
+        """Score saved weights: the model rebuilt from its saved kwargs (one-line error on a mismatch)."""
+        return self.score_all(rebuild_model(model_config, state, where=where))
+
+    def score_artifact(self, path: Path) -> Scores:
         """Score an artifact as it is on disk: read back, decoded, rebuilt."""
         model_config, state = load_artifact(path)
         return self.score_weights(model_config, state, where=path)

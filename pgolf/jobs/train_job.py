@@ -158,6 +158,8 @@ class _TrainRun:
             raise
         self.log(f"round trip: val_bpb {exported['val_bpb_roundtrip']:.4f}, {exported['bytes']['total']:,} "
                  "bytes total")
+        if "val_bpb_ttt" in exported:
+            self.log(f"ttt={exported['ttt']}: val_bpb {exported['val_bpb_ttt']:.4f} ({exported['ttt_seconds']:.1f}s)")
         summary.update({**score_fields(float_eval), **exported, "weight_diagnostics": result.diagnostics,
                         "wall_time_s": time.time() - self.started})
         atomic_write_json(self.dir / SUMMARY, summary)

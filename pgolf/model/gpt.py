@@ -44,6 +44,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pgolf.model.doc_mask import DocumentMask
 
 LN_SCALE_MODES = ("none", "fixed", "learned")
@@ -244,6 +246,9 @@ class GPT(nn.Module):
         )
         self.rotary = Rotary(model_dim // num_heads, rope_base)
         self.lm_head = None if tie_embeddings else CastedLinear(model_dim, vocab_size)
+        self.head_adapter: Callable[[Tensor], Tensor] | None = None
+        """Added to the logits before the softcap, from the final hidden state: test-time training's head adapter
+        (pgolf/ttt/adapters.py); a plain function, not a module, so it is never in the state dict."""
         self._init_weights(tied_embed_init_std)
 
     def _num_skips(self) -> int:
@@ -291,6 +296,8 @@ class GPT(nn.Module):
             logits = F.linear(x, self.tok_emb.weight.to(x.dtype))  # (B, T, V)
         else:
             logits = self.lm_head(x)  # (B, T, V)
+        if self.head_adapter is not None:
+            logits = logits + self.head_adapter(x)
         if self.logit_softcap > 0.0:
             logits = self.logit_softcap * torch.tanh(logits / self.logit_softcap)
         return logits.float()

@@ -42,7 +42,8 @@ CHALLENGE_MAX_BYTES = C.parse_size(C.BudgetConfig().max_bytes)
 _NOT_KEYS = ("seed",)
 _NOT_KEY_PREFIXES = ("run.", "launcher.")
 _MISSING = "\0missing"
-CELL_STATS = ("n_seeds", "n_failed", "seeds", "bpb_mean", "bpb_std", "val_bpb_float_mean", "delta_vs_baseline",
+CELL_STATS = ("n_seeds", "n_failed", "seeds", "bpb_mean", "bpb_std", "val_bpb_float_mean", "bpb_ttt_mean",
+              "ttt_seconds_mean", "delta_vs_baseline",
               "p_welch", "p_paired", "model_bytes", "code_bytes", "total_bytes", "headroom_bytes", "within_budget",
               "frontier", "baseline")
 
@@ -191,7 +192,8 @@ def scored_columns(summary: dict[str, Any]) -> dict[str, Any]:
     """The byte, score and artifact columns of a results row from a train, export or fit-budget summary."""
     b = summary.get("bytes") or {}
     return {"model_bytes": b.get("model"), "code_bytes": b.get("code"), "total_bytes": b.get("total"),
-            "val_bpb": summary.get("val_bpb"), SCORE: summary.get(SCORE), "artifact": summary.get("artifact")}
+            "val_bpb": summary.get("val_bpb"), SCORE: summary.get(SCORE), "val_bpb_ttt": summary.get("val_bpb_ttt"),
+            "ttt_seconds": summary.get("ttt_seconds"), "artifact": summary.get("artifact")}
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -300,6 +302,9 @@ def _aggregate(frame: pd.DataFrame, keys: list[str]) -> dict[str, Any]:
     for col in ("model_bytes", "code_bytes", "total_bytes"):
         values = ok[col].dropna().astype(float) if col in ok else pd.Series(dtype=float)
         cell[col] = round(values.mean()) if len(values) else None
+    for col, name in (("val_bpb_ttt", "bpb_ttt_mean"), ("ttt_seconds", "ttt_seconds_mean")):  # with test-time training
+        values = ok[col].dropna().astype(float) if col in ok else pd.Series(dtype=float)
+        cell[name] = float(values.mean()) if len(values) else math.nan
     return cell
 
 

@@ -138,6 +138,10 @@ def fit_table(summary: dict[str, Any]) -> Table:
                   "", fmt_bytes(b["model"]), fmt_bytes(b["code"]), fmt_bytes(b["total"]),
                   fmt_bytes(summary["headroom_bytes"]), fmt_bpb(summary["val_bpb_roundtrip"]),
                   fmt_delta(summary["val_bpb_roundtrip"] - summary["val_bpb"]), style="bold")
+    if "val_bpb_ttt" in summary:  # the search ranks static scores; only the final artifact is scored with TTT
+        table.add_row("final", escape(f"with ttt={summary['ttt']} ({summary['ttt_seconds']:.0f} s; the search above "
+                                      "is static)"), "", "", "", "", "", fmt_bpb(summary["val_bpb_ttt"]),
+                      fmt_delta(summary["val_bpb_ttt"] - summary["val_bpb"]), style="bold green")
     return table
 
 
@@ -155,6 +159,14 @@ def _point_said(row: dict[str, Any], keys: Sequence[str]) -> bool:
     return point in (None, "train") or set(str(point).split()) <= {f"{k}={row.get(k)}" for k in keys}
 
 
+def _ttt_columns(cells: pd.DataFrame) -> list[Column]:
+    """The score after test-time training and its seconds, beside the round trip's, when any cell has them."""
+    if "bpb_ttt_mean" not in cells or not cells["bpb_ttt_mean"].notna().any():
+        return []
+    return [column("bpb_ttt_mean", "val_bpb (ttt)", fmt_bpb),
+            Column("ttt s", lambda r: "" if _missing(r["ttt_seconds_mean"]) else f"{r['ttt_seconds_mean']:.0f}")]
+
+
 def cells_table(cells: pd.DataFrame, keys: Sequence[str], max_bytes: int | None, title: str) -> Table:
     """The report's cell table (rows in the frame's order: within budget by BPB, then the rest).
 
@@ -169,6 +181,7 @@ def cells_table(cells: pd.DataFrame, keys: Sequence[str], max_bytes: int | None,
                Column("seeds", lambda r: f"{r['n_seeds']}" + (f" (+{r['n_failed']} failed)" if r["n_failed"] else "")),
                Column("val_bpb (round trip)", lambda r: fmt_bpb(r["bpb_mean"]) + (
                    "" if _missing(r["bpb_std"]) else f" ± {r['bpb_std']:.4f}")),
+               *_ttt_columns(cells),
                Column("delta", lambda r: "baseline" if r["baseline"] else fmt_delta(r["delta_vs_baseline"])),
                column("p_welch", "p Welch", fmt_p), column("p_paired", "p paired", fmt_p),
                column("model_bytes", "model bytes", fmt_bytes), column("code_bytes", "code bytes", fmt_bytes),
@@ -289,9 +302,18 @@ def summary_table(summary: dict, title: str, max_bytes: str) -> Table:
         ("val_loss (float)", f"{summary.get('val_loss', float('nan')):.4f}"),
         ("val_bpb (float)", f"{summary.get('val_bpb', float('nan')):.4f}"),
     ]
-    if "val_bpb_roundtrip" in summary:
+    if "val_bpb_roundtrip" in summary and "val_bpb_ttt" in summary:
+        rows.append(("val_bpb round trip", f"{summary['val_bpb_roundtrip']:.4f}"))
+        rows.append(("quantization cost", f"{summary['val_bpb_roundtrip'] - summary['val_bpb']:+.4f}"))
+    elif "val_bpb_roundtrip" in summary:
         rows.append(("val_bpb round trip (score)", f"[bold green]{summary['val_bpb_roundtrip']:.4f}[/]"))
         rows.append(("quantization cost", f"{summary['val_bpb_roundtrip'] - summary['val_bpb']:+.4f}"))
+    if "val_bpb_ttt" in summary:
+        label = "(score)" if "val_bpb_roundtrip" in summary else ""
+        rows.append((f"val_bpb with ttt={summary['ttt']} {label}".rstrip(),
+                     f"[bold green]{summary['val_bpb_ttt']:.4f}[/]"))
+        static = summary.get("val_bpb_roundtrip", summary.get("val_bpb"))
+        rows.append((f"ttt gain ({summary['ttt_seconds']:.1f} s)", f"{summary['val_bpb_ttt'] - static:+.4f}"))
     if "bytes" in summary and "total" in summary["bytes"]:
         b = summary["bytes"]
         rows += [("model bytes", f"{b['model']:,}"), ("code bytes", f"{b['code']:,}"),

@@ -117,15 +117,18 @@ def _shipped(artifact: Path, overrides: list[str], setup, progress: ProgressFn) 
             raise ArtifactError(f"{record}: not a readable artifact record ({exc}); remove it to score the artifact "
                                 "anew") from None
         cfg = C.merge_dotted(recorded, overrides)
-        return Shipped(artifact, run_dir, cfg, data["val_bpb_roundtrip"], data["val_loss_roundtrip"],
-                       f"recorded ({data.get('eval_device', '?')} {data.get('eval_dtype', '?')})")
+        kind = "ttt" if data.get("ttt") else "roundtrip"  # with test-time training, its score is the submission's
+        ttt = f", ttt={data['ttt']}" if data.get("ttt") else ""
+        return Shipped(artifact, run_dir, cfg, data[f"val_bpb_{kind}"], data[f"val_loss_{kind}"],
+                       f"recorded ({data.get('eval_device', '?')} {data.get('eval_dtype', '?')}{ttt})")
     cfg = C.merge_dotted(C.load_yaml(run_dir / CONFIG), overrides) if run_dir else C.compose(overrides)
     model_config, state = load_artifact(artifact)
     scorer = Scorer.for_saved(cfg, model_config, setup, progress)
-    result = scorer.score_weights(model_config, state, where=artifact)
+    result = scorer.score_weights(model_config, state, where=artifact).final
     where = scorer.scored_on
+    ttt = f", ttt={cfg.ttt.name}" if scorer.uses_ttt else ""
     return Shipped(artifact, run_dir, cfg, result.bpb, result.loss,
-                   f"scored by pack ({where['eval_device']} {where['eval_dtype']}, no record beside the artifact)")
+                   f"scored by pack ({where['eval_device']} {where['eval_dtype']}{ttt}, no record beside the artifact)")
 
 
 def resolve_sources(source: Path, overrides: list[str], progress: ProgressFn = no_progress) -> list[Shipped]:

@@ -10,7 +10,8 @@ on top (ENV below). Two modes:
   score it on the validation set; the log goes to `logs/<RUN_ID>.txt`.
 - `python train_gpt.py --eval ARTIFACT`: score an artifact only.
 
-Both end with the line `val_bpb:<value>` (10 decimals), as the challenge reads it.
+Both end with the line `val_bpb:<value>` (10 decimals), as the challenge reads it: the score after test-time
+training when the packed config has it (`ttt`, pgolf/ttt), printed after the static round-trip score.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 from pgolf.errors import ConfigError, Interrupted, PgolfError, TrainingError
 from pgolf.export.artifact import load_artifact
 from pgolf.jobs.roundtrip import export_roundtrip
-from pgolf.jobs.scorer import Scorer
+from pgolf.jobs.scorer import Scorer, Scores
 from pgolf.jobs.start import start_training
 from pgolf.runtime.device import resolve_device
 from pgolf.runtime.distributed import shutdown
@@ -90,13 +91,21 @@ def evaluate_artifact(path: Path, cfg: Config) -> int:
     setup = resolve_device("auto")
     model_config, state = load_artifact(path)
     scorer = Scorer.for_saved(cfg, model_config, setup)
-    result = scorer.score_weights(model_config, state, where=path)
-    where = scorer.scored_on
+    scores = scorer.score_weights(model_config, state, where=path)
+    result, where = scores.static, scorer.scored_on
     print(f"eval {path}: {path.stat().st_size} bytes, {result.tokens} tokens, {result.bytes} bytes of text, "
           f"{where['eval_device']} {where['eval_dtype']}, {time.time() - started:.1f}s")
-    print(f"val_loss:{result.loss:.10f}")
-    print(f"val_bpb:{result.bpb:.10f}")
+    _print_scores(scores, print)
     return 0
+
+
+def _print_scores(scores: Scores, log: Callable[[str], None]) -> None:
+    """The last two lines are the submission's score: with test-time training, the TTT one (after the static)."""
+    if scores.ttt is not None:
+        log(f"round trip without ttt: val_loss {scores.static.loss:.10f} val_bpb {scores.static.bpb:.10f}")
+        log(f"ttt={scores.ttt.preset}: {scores.ttt.seconds:.1f}s")
+    log(f"val_loss:{scores.final.loss:.10f}")
+    log(f"val_bpb:{scores.final.bpb:.10f}")
 
 
 def _logger(is_main: bool) -> Callable[[str], None]:
@@ -134,14 +143,13 @@ def train_and_score(cfg: Config, applied: list[str]) -> int:
             raise TrainingError(result.error)
         raise Interrupted(f"interrupted after {result.steps} steps")
     model.load_state_dict(result.state_dict)
-    _, rt = export_roundtrip(result.state_dict, model, dict(model.config), cfg, Path(ARTIFACT), job.scorer)
+    _, scores = export_roundtrip(result.state_dict, model, dict(model.config), cfg, Path(ARTIFACT), job.scorer)
     model_bytes = Path(ARTIFACT).stat().st_size
     script = Path(sys.modules["__main__"].__file__)
     code_bytes = script.stat().st_size
     log(f"{ARTIFACT}: {model_bytes} bytes; code ({script.name}): {code_bytes} bytes; total: "
         f"{model_bytes + code_bytes} bytes")
     log(f"stopped: {result.stop_reason} after {result.steps} steps, {result.train_time_s:.1f}s")
-    log(f"val_loss:{rt.loss:.10f}")
-    log(f"val_bpb:{rt.bpb:.10f}")
+    _print_scores(scores, log)
     shutdown(dist_info)
     return 0

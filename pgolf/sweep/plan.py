@@ -317,7 +317,8 @@ def write_results(plan: Plan, rows: list[dict[str, Any]]) -> None:
 
 
 ROW_COLUMNS = ("seed", "point", "cell", "status", "error", "params", "model_bytes", "code_bytes", "total_bytes",
-               "headroom_bytes", "val_bpb", "val_bpb_roundtrip", "steps", "train_time_s", "tokens_per_s",
+               "headroom_bytes", "val_bpb", "val_bpb_roundtrip", "val_bpb_ttt", "ttt_seconds", "steps", "train_time_s",
+               "tokens_per_s",
                "artifact", "run_dir", "export_time_s", "wall_time_s")
 
 

@@ -41,6 +41,8 @@ def test_the_default_bundle_carries_what_it_runs_and_nothing_of_the_cli_or_hydra
     ("reg.z_loss=0.0001", "pgolf/train/penalties.py"),
     ("model=records_tiny", "pgolf/model/records.py"),
     ("model.smear_gate=true", "pgolf/model/records.py"),
+    ("ttt=cpu", "pgolf/ttt/score.py"),
+    ("ttt=records", "pgolf/ttt/adapters.py"),
 ])
 def test_a_feature_brings_its_module_only_when_the_config_uses_it(override, module):
     assert module not in modules_of(compose([]))
@@ -101,7 +103,7 @@ def test_the_wrapped_script_is_one_exec_line_of_the_stripped_bundle():
 
 
 GATED_ALL = ["export.gptq=true", "export.prune=0.02", "reg.prune_sparsity=0.2", "reg.ema_decay=0", "reg.swa_start=0.3",
-             "reg.qat_bits=6", "reg.l1=0.0001", "reg.z_loss=0.0001", "model=records_tiny"]
+             "reg.qat_bits=6", "reg.l1=0.0001", "reg.z_loss=0.0001", "model=records_tiny", "ttt=cpu"]
 
 
 def _top_level_names(tree):

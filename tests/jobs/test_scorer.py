@@ -74,7 +74,7 @@ def test_the_scorer_computes_the_canonical_bpb_and_its_slice_is_the_head_of_the_
 def test_saved_weights_score_as_the_model_they_came_from():
     model, scorer = trained_like(), scorer_for()
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    assert scorer.score_weights(dict(model.config), state, where="x").bpb == scorer.score(model).bpb
+    assert scorer.score_weights(dict(model.config), state, where="x").static.bpb == scorer.score(model).bpb
 
 
 def test_the_round_trip_scores_the_file_on_disk(tmp_path):
@@ -82,7 +82,9 @@ def test_the_round_trip_scores_the_file_on_disk(tmp_path):
     model, scorer = trained_like(), scorer_for()
     cfg = tiny_cfg(bits=4, clip="max")
     out = tmp_path / "a.pgolf"
-    result, rt = export_roundtrip(model.state_dict(), model, dict(model.config), cfg, out, scorer)
+    result, scores = export_roundtrip(model.state_dict(), model, dict(model.config), cfg, out, scorer)
+    rt = scores.static
+    assert scores.ttt is None  # ttt=none: static only
     assert out.stat().st_size == result.model_bytes == len(result.blob)
     config, restored = load_artifact(out)
     independent = rebuild_model(config, restored)
@@ -91,7 +93,7 @@ def test_the_round_trip_scores_the_file_on_disk(tmp_path):
     assert rt.bpb != pytest.approx(scorer.score(model).bpb, rel=1e-6)  # 4 bits: the file is not the float model
     again = write_and_score(export_state_dict(model.state_dict(), dict(model.config), cfg.export), tmp_path / "b.pgolf",
                             scorer)
-    assert (tmp_path / "b.pgolf").read_bytes() == out.read_bytes() and again.bpb == rt.bpb
+    assert (tmp_path / "b.pgolf").read_bytes() == out.read_bytes() and again.static.bpb == rt.bpb
 
 
 def test_rebuilding_a_model_from_a_config_that_does_not_fit_is_a_one_line_error():

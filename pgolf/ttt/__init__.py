@@ -1,0 +1,1 @@
+"""Score-first test-time training (`ttt=cpu|records`): documents adapt while they are scored (pgolf/ttt/score.py)."""

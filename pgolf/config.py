@@ -36,6 +36,7 @@ from pgolf.schema import (  # noqa: F401  (re-exported: the schema as compositio
     TrainConfig,
     TTTConfig,
     to_dict,
+    ttt_rank_problem,
 )
 
 # --------------------------------------------------------------------------- sizes
@@ -314,11 +315,12 @@ def fit_problems(f: FitConfig) -> list[str]:
     return problems
 
 
-def ttt_problems(t: TTTConfig) -> list[str]:
-    """Every problem of a test-time training config, each naming its `ttt.` key (none when ttt.name is none)."""
+def ttt_problems(t: TTTConfig, model_dim: int) -> list[str]:
+    """Every problem of a test-time training config for a model of width `model_dim`, each naming its `ttt.` key
+    (none when ttt.name is none)."""
     if t.name == "none":
         return []
-    problems = []
+    problems = [ttt_rank_problem(t, model_dim)] if ttt_rank_problem(t, model_dim) else []
     if t.rank == 0 and t.phases == 0:
         problems.append(f"ttt={t.name} trains nothing: ttt.rank and ttt.phases are both 0 (use ttt=none)")
     for name, low in (("rank", 0), ("chunk", 1), ("context", 1), ("batch_docs", 1), ("grad_steps", 1),
@@ -428,7 +430,7 @@ def validate(cfg: Config) -> None:
     need(e.gptq_tokens > 0, f"export.gptq_tokens must be > 0, got {e.gptq_tokens}")
     need(e.gptq_damp > 0, f"export.gptq_damp must be > 0, got {e.gptq_damp}")
     problems += fit_problems(cfg.fit)
-    problems += ttt_problems(cfg.ttt)
+    problems += ttt_problems(cfg.ttt, m.model_dim)
     need(cfg.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {cfg.device!r}")
     lc = cfg.launcher
     need(lc.cluster in ("local", "slurm"), f"launcher.cluster must be local or slurm, got {lc.cluster!r}")

@@ -361,6 +361,13 @@ class TTTConfig:
     """Gradient-norm clip of a global phase (0 = off)."""
 
 
+def ttt_rank_problem(t: TTTConfig, model_dim: int) -> str | None:
+    """The one TTT problem that needs the model: adapters wider than the layers they adapt."""
+    if t.name != "none" and t.rank > model_dim:
+        return f"ttt.rank ({t.rank}) is larger than the model's width (model.model_dim {model_dim})"
+    return None
+
+
 @dataclass
 class LauncherConfig:
     cluster: str = "local"

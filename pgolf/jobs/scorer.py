@@ -15,14 +15,14 @@ import torch
 from pgolf.data.loader import load_val_tokens
 from pgolf.data.shards import find_shards
 from pgolf.data.tokenizer import ByteLUTs, build_byte_luts, load_scoring_tokenizer, tokenizer_size
-from pgolf.errors import DataError
+from pgolf.errors import ConfigError, DataError
 from pgolf.evaluate import EvalResult, evaluate_bpb
 from pgolf.export.artifact import load_artifact
 from pgolf.jobs.models import rebuild_model
 from pgolf.model.knobs import BOS_ID
 from pgolf.progress import ProgressFn, no_progress
 from pgolf.runtime.device import DeviceSetup
-from pgolf.schema import Config, TTTConfig
+from pgolf.schema import Config, TTTConfig, ttt_rank_problem
 
 
 @dataclass
@@ -100,17 +100,22 @@ class Scorer:
     @classmethod
     def load(cls, cfg: Config, setup: DeviceSetup, progress: ProgressFn = no_progress) -> Scorer:
         """The validation data of cfg.data (capped at data.val_tokens), scored at train.seq_len and eval_stride."""
+        too_wide = ttt_rank_problem(cfg.ttt, cfg.model.model_dim)  # a saved model's width is known only here
+        if too_wide:
+            raise ConfigError(too_wide)
         val = load_val_data(cfg, cfg.train.seq_len, cfg.data.val_tokens)
-        if cfg.model.doc_mask:
-            check_documents(val.tokens, f"the validation shards in {cfg.data.dir}")
+        for needs, on in (("model.doc_mask", cfg.model.doc_mask), (f"ttt={cfg.ttt.name}", cfg.ttt.name != "none")):
+            if on:
+                check_documents(val.tokens, f"the validation shards in {cfg.data.dir}", needs)
         return cls(val, cfg.train.seq_len, cfg.export.eval_stride, setup, progress, cfg.ttt, cfg.seed)
 
     @classmethod
     def for_saved(cls, cfg: Config, model_config: dict, setup: DeviceSetup,
                   progress: ProgressFn = no_progress) -> Scorer:
-        """`load` for a saved model: its vocabulary (checked against the tokenizer) and document masking are its
-        own, whatever the config says; `cfg.model` takes them."""
+        """`load` for a saved model: its vocabulary (checked against the tokenizer), width and document masking are
+        its own, whatever the config says; `cfg.model` takes them."""
         cfg.model.vocab_size = model_config["vocab_size"]
+        cfg.model.model_dim = model_config["model_dim"]
         cfg.model.doc_mask = bool(model_config.get("doc_mask", False))
         return cls.load(cfg, setup, progress)
 
@@ -161,11 +166,11 @@ class Scorer:
         return scored_on(self.setup)
 
 
-def check_documents(tokens: torch.Tensor | np.ndarray, where: str) -> None:
-    """model.doc_mask attends within documents, which start at BOS: tokens without one are an error, not one long
-    document."""
+def check_documents(tokens: torch.Tensor | np.ndarray, where: str, needs: str = "model.doc_mask") -> None:
+    """model.doc_mask and test-time training work within documents, which start at BOS: tokens without one are an
+    error, not one long document."""
     if not bool((tokens == BOS_ID).any()):
-        raise DataError(f"model.doc_mask needs BOS-separated documents, but {where} hold no BOS token (id {BOS_ID})")
+        raise DataError(f"{needs} needs BOS-separated documents, but {where} hold no BOS token (id {BOS_ID})")
 
 
 def scored_on(setup: DeviceSetup) -> dict[str, str]:

@@ -2,10 +2,12 @@
 its report, and bad TTT input."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 
+from pgolf.data.shards import read_shard, write_shard
 from tests.e2e.conftest import exited, one_line_error, run_pgolf, run_pgolf_each
 
 SMALL = ["data.val_tokens=3072", "ttt=cpu", "ttt.prefix_docs=2", "ttt.global_chunk_tokens=512"]
@@ -52,3 +54,32 @@ def test_a_sweep_with_ttt_has_its_columns_and_the_report_shows_them(builtin_data
     assert (rows["val_bpb_ttt"] != rows["val_bpb_roundtrip"]).all()
     report = exited(run_pgolf("report", tmp_path / "runs" / "sweeps" / "t", cwd=tmp_path)).stdout
     assert "val_bpb (ttt)" in report and "ttt s" in report
+
+
+@pytest.mark.slow
+def test_bad_ttt_input_is_a_one_line_error_naming_the_key_and_nothing_is_scored(trained_run, builtin_data, tmp_path):
+    cwd, summary, _ = trained_run
+    no_bos = tmp_path / "no_bos"
+    shutil.copytree(builtin_data, no_bos)
+    for shard in no_bos.glob("*_val_*.bin"):
+        tokens = read_shard(shard)
+        write_shard(shard, np.where(tokens == 1, 2, tokens))
+    data = [f"data.dir={builtin_data}", f"data.tokenizer={builtin_data / 'tokenizer.model'}"]
+    run_dir = summary["run_dir"]
+    out = tmp_path / "x.pgolf"
+    cases = [
+        (["ttt=cpu", "ttt.rank=4096"], "ttt.rank (4096) is larger than the model's width (model.model_dim 128)"),
+        (["ttt=cpu", "ttt.chunk=0"], "ttt.chunk must be >= 1, got 0"),
+        (["ttt=cpu", "ttt.prefix_docs=0"], "ttt.phases (2) needs ttt.prefix_docs >= ttt.phases, got 0"),
+        ([f"data.dir={no_bos}", "ttt=cpu"], f"ttt=cpu needs BOS-separated documents, but the validation shards in "
+                                            f"{no_bos} hold no BOS token (id 1)"),
+    ]
+    procs = run_pgolf_each([(["export", run_dir, *data, *args, "--out", out], cwd) for args, _ in cases]
+                           + [(["eval", summary["artifact"], *data, "model.model_dim=512", "ttt=cpu", "ttt.rank=256"],
+                               cwd)])
+    for proc, (_, message) in zip(procs, cases):
+        assert message in one_line_error(exited(proc, 1))
+    assert not out.exists() and not out.with_suffix(".json").exists()
+    # an artifact: the config says nothing of its width (512 here), the model does (128)
+    assert "ttt.rank (256) is larger than the model's width (model.model_dim 128)" in one_line_error(
+        exited(procs[-1], 1))

@@ -105,16 +105,18 @@ def test_the_adapters_learn_from_the_chunk_just_scored():
 
 
 def test_global_phases_train_only_on_documents_already_scored():
-    """Two phases over the first 4 documents scored (2 per batch): changing a token of the second batch moves
-    nothing scored before it, and moves the documents scored after the phase (the phase trained on it)."""
+    """Two phases over the first 4 documents scored: change a token of the first chunk of batch 2. Nothing scored
+    before it moves, though phase 1 (after batch 2) trains on it; what is scored after that phase moves."""
     cfg = ttt_config(rank=0, phases=2, prefix_docs=4, global_lr=0.2, global_chunk_tokens=24, context=12)
     tokens = val_tokens()
     docs = sorted(documents_by_hand(tokens), key=lambda d: d[1] - d[0])
     groups = [docs[i:i + 2] for i in range(0, len(docs), 2)]
     groups.sort(key=lambda g: -max(e - s for s, e in g))
-    last_of_batch_2 = sum(-(-max(e - s for s, e in g) // cfg.chunk) for g in groups[:2]) - 1
-    a, b, later = _check(cfg, tokens, step_index=last_of_batch_2)
-    after_phase = torch.tensor(later) - 1
+    first_of_batch_2 = -(-max(e - s for s, e in groups[0]) // cfg.chunk)
+    a, b, later = _check(cfg, tokens, step_index=first_of_batch_2)
+    batch_2_ends = first_of_batch_2 + -(-max(e - s for s, e in groups[1]) // cfg.chunk)
+    after_phase = torch.tensor(later[sum(len(s) for s in scoring_steps(tokens, 8, 2)[first_of_batch_2 + 1:
+                                                                                     batch_2_ends]):]) - 1
     assert not torch.equal(a[after_phase], b[after_phase])
 
 

@@ -444,3 +444,7 @@ def validate(cfg: Config) -> None:
             problems.append(f"budget.{name}: {exc}")
     if problems:
         raise ConfigError("; ".join(problems))
+    need(e.lqer_rank >= 0, f"export.lqer_rank must be >= 0 (0 = off), got {e.lqer_rank}")
+    need(2 <= e.lqer_bits <= 8, f"export.lqer_bits must be in 2..8, got {e.lqer_bits}")
+    need(e.lqer_group >= 0, f"export.lqer_group must be >= 0 (0 = per row), got {e.lqer_group}")
+    need(e.lqer_top_k >= 1, f"export.lqer_top_k must be >= 1, got {e.lqer_top_k}")

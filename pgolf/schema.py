@@ -278,6 +278,17 @@ class BudgetConfig:
     max_bytes: str = "16MB"
     """Total byte budget (artifact + code); decimal units unless written MiB/KiB."""
     margin: str = "0"
+    lqer_rank: int = 0
+    """LQER: rank of the stored low-rank correction of the quantization error (0 = off; export/lqer.py)."""
+    lqer_bits: int = 4
+    """LQER factor B's bits (and A's too when lqer_group is 0)."""
+    lqer_group: int = 64
+    """LQER: values of B per fp16 scale, A at 2 bits with one scale, as the record stores them (0: both factors
+    per row at lqer_bits)."""
+    lqer_top_k: int = 3
+    """LQER corrects the tensors with the largest quantization error, this many."""
+    lqer_tensors: list[str] = field(default_factory=list)
+    """LQER corrects these tensors (state-dict names) instead of the top_k."""
     """Safety margin kept below `max_bytes`."""
 
 

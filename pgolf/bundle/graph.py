@@ -32,6 +32,7 @@ _NOT_REQUIREMENTS = {"pgolf", "torch", "numpy", "__future__"}
 
 GATED: dict[str, Callable[[Config], bool]] = {
     "pgolf.export.gptq": lambda cfg: cfg.export.gptq,
+    "pgolf.export.lqer": lambda cfg: cfg.export.lqer_rank > 0,
     "pgolf.model.doc_mask": lambda cfg: cfg.model.doc_mask,
     "pgolf.ttt.score": lambda cfg: cfg.ttt.name != "none",
     "pgolf.model.records": lambda cfg: uses_records({key: getattr(cfg.model, key) for key in RECORD_KNOBS}),

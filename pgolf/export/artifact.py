@@ -56,6 +56,7 @@ from pgolf.export.quantize import (
     CLIPS,
     GROUPS,
     QuantizedTensor,
+    as_rows,
     check_bits,
     dequantize,
     is_control,
@@ -112,6 +113,14 @@ def check_export_config(cfg: ExportConfig) -> None:
         raise ConfigError(f"export.prune_kind must be one of {', '.join(PRUNE_KINDS)}, got {cfg.prune_kind!r}")
     if not 0 <= cfg.prune < 1:
         raise ConfigError(f"export.prune must be in [0, 1), got {cfg.prune}")
+    if cfg.lqer_rank < 0:
+        raise ConfigError(f"export.lqer_rank must be >= 0 (0 = off), got {cfg.lqer_rank}")
+    if cfg.lqer_rank:
+        check_bits(cfg.lqer_bits, "export.lqer_bits")
+        if cfg.lqer_group < 0:
+            raise ConfigError(f"export.lqer_group must be >= 0 (0 = per row), got {cfg.lqer_group}")
+        if cfg.lqer_top_k < 1 and not cfg.lqer_tensors:
+            raise ConfigError(f"export.lqer_top_k must be >= 1, got {cfg.lqer_top_k}")
     for codec in codecs.CODECS if cfg.codec == "auto" else (cfg.codec,):
         codecs.check_codec(codec)
 
@@ -223,7 +232,38 @@ def _quantize(state_dict: dict[str, Tensor], cfg: ExportConfig, model_config: di
                 qt, zeros[name] = prune_selective(qt, pruned[name], cfg.prune)
             out[name] = qt
         progress("quantize", i + 1, len(state_dict))
+    if cfg.lqer_rank > 0:
+        _add_lqer(out, pruned, cfg)
     return out, zeros
+
+
+def _add_lqer(out: QuantizedStateDict, targets: dict[str, Tensor], cfg: ExportConfig) -> None:
+    """Attach LQER factors (export/lqer.py) to the chosen quantized tensors, correcting the error against
+    `targets` (the weights the levels stand for, pruning included)."""
+    from pgolf.export.lqer import chosen, factorize
+
+    quant = {n: v for n, v in out.items() if isinstance(v, QuantizedTensor)}
+    for name in cfg.lqer_tensors:
+        if name not in quant:
+            raise ConfigError(f"export.lqer_tensors names {name!r}, not a quantized tensor of this model")
+    errors, rows_of = {}, {}
+    for name, qt in quant.items():
+        rows = as_rows(targets[name])
+        fits = not cfg.lqer_group or rows.shape[1] % cfg.lqer_group == 0
+        if cfg.lqer_tensors and name in cfg.lqer_tensors and not fits:
+            raise ConfigError(f"export.lqer_group ({cfg.lqer_group}) does not divide the row of {name} "
+                              f"({rows.shape[1]} values)")
+        if fits and (not cfg.lqer_tensors or name in cfg.lqer_tensors):
+            rows_of[name] = rows - as_rows(dequantize(qt))
+            errors[name] = float(rows_of[name].norm())
+    if not errors:
+        raise ConfigError(f"export.lqer_group ({cfg.lqer_group}) divides the row of no quantized tensor")
+    for name in chosen(errors, cfg.lqer_top_k, cfg.lqer_tensors):
+        smaller = min(rows_of[name].shape)
+        if cfg.lqer_rank > smaller:
+            raise ConfigError(f"export.lqer_rank ({cfg.lqer_rank}) is above the smaller dimension of {name} "
+                              f"({smaller})")
+        quant[name].lqer = factorize(rows_of[name], cfg.lqer_rank, cfg.lqer_bits, cfg.lqer_group)
 
 
 def quantize_state_dict(state_dict: dict[str, Tensor], cfg: ExportConfig, model_config: dict[str, Any] | None = None,
@@ -256,8 +296,14 @@ def _unshuffle(raw: bytes, itemsize: int) -> bytes:
 def tensor_streams(value: QuantizedTensor | Tensor) -> dict[str, tuple[bytes, int, int]]:
     """Stream name -> (raw bytes, item size, row length) of one stored tensor (row length 0: not rows)."""
     if isinstance(value, QuantizedTensor):
-        return {"q": (_raw_bytes(value.q), 1, value.q.numel() // value.scale.numel()),
-                "scale": (_raw_bytes(value.scale), 2, 0)}
+        streams = {"q": (_raw_bytes(value.q), 1, value.q.numel() // value.scale.numel()),
+                   "scale": (_raw_bytes(value.scale), 2, 0)}
+        f = value.lqer
+        if f is not None:  # LQER's factors: levels as rows, scales as fp16
+            streams.update({"lqer_a": (_raw_bytes(f.a), 1, f.a.shape[1]), "lqer_a_scale": (_raw_bytes(f.a_scale), 2, 0),
+                            "lqer_b": (_raw_bytes(f.b), 1, f.b.shape[1]),
+                            "lqer_b_scale": (_raw_bytes(f.b_scale), 2, 0)})
+        return streams
     return {"data": (_raw_bytes(value), value.element_size(), 0)}
 
 
@@ -289,7 +335,12 @@ def _encode_group(names: list[str], raws: dict[str, dict[str, tuple[bytes, int]]
 def entropy_bound_bits(value: QuantizedTensor | Tensor) -> float:
     """A stored tensor's share of the entropy bound: numel x H(levels) plus raw scales, or its raw float bits."""
     if isinstance(value, QuantizedTensor):
-        return rans.entropy_bits(value.q.reshape(-1).numpy()) + 8 * value.scale.numel() * 2
+        bits = rans.entropy_bits(value.q.reshape(-1).numpy()) + 8 * value.scale.numel() * 2
+        f = value.lqer
+        if f is not None:
+            bits += rans.entropy_bits(f.a.reshape(-1).numpy()) + rans.entropy_bits(f.b.reshape(-1).numpy())
+            bits += 16 * (f.a_scale.numel() + f.b_scale.numel())
+        return bits
     return 8.0 * value.numel() * value.element_size()
 
 
@@ -329,6 +380,8 @@ def export_state_dict(state_dict: dict[str, Tensor], model_config: dict[str, Any
                   "dtype": str(state_dict[name].dtype).removeprefix("torch."), "streams": streams}
         if isinstance(value, QuantizedTensor):
             record.update(kind="quant", bits=value.bits, clip=cfg.clip)
+            if value.lqer is not None:
+                record["lqer"] = {"rank": value.lqer.rank, "bits": value.lqer.bits, "group": value.lqer.group}
         else:
             record.update(kind="float", store=str(value.dtype).removeprefix("torch."))
         records.append(record)
@@ -423,7 +476,41 @@ def _load_tensor(record: dict, payload: bytes, fail) -> Tensor:
     if not np.isfinite(scale).all():
         raise fail("has non-finite scales")
     qt = QuantizedTensor(q=torch.from_numpy(q.copy()).reshape(shape), scale=torch.from_numpy(scale.copy()), bits=bits)
+    if "lqer" in record:
+        qt.lqer = _load_factors(record, payload, rows, numel // rows, fail)
     return dequantize(qt)
+
+
+def _load_factors(record: dict, payload: bytes, rows: int, cols: int, fail):
+    """A record's LQER factors, every size and level checked against its `lqer` field."""
+    from pgolf.export.lqer import Factors, level_range
+
+    info = record["lqer"]
+    if not isinstance(info, dict):
+        raise fail(f"has a bad lqer field {info!r}")
+    rank, bits, group = (_field(info, key, int, fail) for key in ("rank", "bits", "group"))
+    if not 1 <= rank <= min(rows, cols) or not 2 <= bits <= 8 or group < 0 or (group and (rank * cols) % group):
+        raise fail(f"has an lqer field that cannot fit its shape: {info!r}")
+    a_scales = 1 if group else rows
+    b_scales = rank * cols // group if group else rank
+
+    def levels(key: str, n: int, row_len: int) -> Tensor:
+        return torch.from_numpy(np.frombuffer(_read_stream(record, key, payload, n, 1, row_len, fail),
+                                              dtype=np.int8).copy())
+
+    def scales(key: str, n: int) -> Tensor:
+        s = np.frombuffer(_read_stream(record, key, payload, 2 * n, 2, 0, fail), dtype="<f2")
+        if not np.isfinite(s).all():
+            raise fail(f"has non-finite {key}")
+        return torch.from_numpy(s.copy())
+
+    f = Factors(levels("lqer_a", rows * rank, rank).reshape(rows, rank), scales("lqer_a_scale", a_scales),
+                levels("lqer_b", rank * cols, cols).reshape(rank, cols), scales("lqer_b_scale", b_scales), bits, group)
+    for which, tensor in (("a", f.a), ("b", f.b)):
+        low, high = level_range(f, which)
+        if int(tensor.min()) < low or int(tensor.max()) > high:
+            raise fail(f"has lqer_{which} levels outside {low}..{high}")
+    return f
 
 
 def decode_artifact(source: Path | str | bytes, name: str | None = None) -> tuple[dict[str, Any], dict[str, Tensor]]:

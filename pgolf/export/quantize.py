@@ -22,11 +22,15 @@ What is non-standard here:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from pgolf.errors import ArtifactError, ConfigError
+
+if TYPE_CHECKING:
+    from pgolf.export.lqer import Factors
 
 GROUPS = ("embed", "attn_q", "attn_k", "attn_v", "attn_out", "mlp_in", "mlp_out", "other")
 CLIPS = ("max", "percentile", "sdclip", "mse")
@@ -78,6 +82,8 @@ class QuantizedTensor:
     scale: Tensor
     """float16 step per row, shape (rows,)."""
     bits: int
+    lqer: Factors | None = None
+    """The low-rank correction of its quantization error (export.lqer_rank), added when dequantized."""
 
 
 def as_rows(w: Tensor) -> Tensor:
@@ -155,6 +161,10 @@ def quantize_rows(w: Tensor, bits: int, clip: str = "max", clip_percentile: floa
 
 
 def dequantize(qt: QuantizedTensor) -> Tensor:
-    """float32 tensor q * scale, in the original shape."""
+    """float32 tensor q * scale (+ its LQER correction), in the original shape."""
     rows = qt.q.reshape(qt.scale.shape[0], -1).float() * qt.scale.float()[:, None]
+    if qt.lqer is not None:
+        from pgolf.export.lqer import correction  # only then: a packed script carries lqer.py only then
+
+        rows = rows + correction(qt.lqer)
     return rows.reshape(qt.q.shape)

@@ -158,15 +158,15 @@ def test_bad_sources_and_budgets_are_one_line_errors_that_write_nothing(run_copy
 
 
 def test_a_script_with_every_gated_feature_trains_under_torchrun(run_copy, tmp_path, builtin_data):
-    """GPTQ, export pruning, gradual pruning, SWA, QAT and TTT (the modules the default bundle leaves out, stripped and
-    renamed like the rest), run as the challenge runs the script: torchrun, here two CPU processes on gloo. Both
-    ranks unpack the same bundle folder at once; rank 0 alone exports, scores and prints the last line."""
+    """GPTQ, LQER, export pruning, gradual pruning, SWA, QAT and TTT (the modules the default bundle leaves out,
+    stripped and renamed like the rest), run as the challenge runs the script: torchrun, here two CPU processes on
+    gloo. Both ranks unpack the same bundle folder at once; rank 0 alone exports, scores and prints the last line."""
     run_dir, _ = run_copy
     out = tmp_path / "records"
     gated = ["export.gptq=true", "export.gptq_tokens=1024", "export.prune=0.02", "reg.prune_sparsity=0.2",
              "reg.prune_start=0.0", "reg.ema_decay=0", "reg.swa_start=0.3", "reg.swa_every=1", "reg.qat_bits=6",
              "reg.qat_start=0.0", "reg.l1=0.0001", "reg.z_loss=0.0001", "ttt=cpu", "ttt.prefix_docs=2",
-             "ttt.global_chunk_tokens=512"]
+             "ttt.global_chunk_tokens=512", "export.lqer_rank=2"]
     run_pgolf("pack", run_dir, "--out", out, *gated, cwd=tmp_path, check_code=0)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DATA_PATH": str(builtin_data),
            "TOKENIZER_PATH": str(builtin_data / "tokenizer.model"), "VAL_TOKENS": "4096", "ITERATIONS": "4",
@@ -181,5 +181,6 @@ def test_a_script_with_every_gated_feature_trains_under_torchrun(run_copy, tmp_p
     (bundle_dir,) = (tmp_path / "bundle").iterdir()  # one unpacked bundle: the losing rank's copy was removed
     modules = {p.relative_to(bundle_dir).as_posix() for p in bundle_dir.rglob("*.py")}
     keys = compact_keys(config_for_source(run_dir, gated))  # its flat module names: export/gptq -> a short key
-    assert {f"pgolf/{keys[m]}.py" for m in ("export/gptq", "export/prune", "train/pruning", "ttt/score")} <= modules
+    assert {f"pgolf/{keys[m]}.py" for m in ("export/gptq", "export/prune", "train/pruning", "ttt/score",
+                                                   "export/lqer")} <= modules
     assert "ttt=cpu" in proc.stdout and "round trip without ttt" in proc.stdout  # the last val_bpb is TTT's

@@ -303,6 +303,8 @@ def fit_problems(f: FitConfig) -> list[str]:
     bad_codecs = [c for c in f.codecs if c not in _CODECS or c == "auto"]
     if bad_codecs:
         problems.append(f"fit.codecs must be among {', '.join(_CODECS[1:])}, got {bad_codecs}")
+    if not f.lqer_ranks or any(isinstance(r, bool) or not isinstance(r, int) or r < 0 for r in f.lqer_ranks):
+        problems.append(f"fit.lqer_ranks must be a non-empty list of ranks >= 0 ([0] = off), got {f.lqer_ranks}")
     if not 0 <= f.max_prune < 1:
         problems.append(f"fit.max_prune must be in [0, 1), got {f.max_prune}")
     if not 0 < f.fill <= 1:

@@ -313,6 +313,9 @@ class FitConfig:
     evals: int = 3
     """Fitting candidates evaluated in BPB, best proxy first (plus the uniform anchors)."""
     val_tokens: int = 8192
+    lqer_ranks: list[int] = field(default_factory=lambda: [0])
+    """LQER ranks the upward fill may give single tensors (export.lqer_bits/group), priced in bytes like a bit of
+    width; [0] turns it off."""
     """Validation tokens per search evaluation (0 = the whole configured set)."""
     fisher_tokens: int = 2048
     """Validation tokens for the Fisher sensitivity pass."""

@@ -93,7 +93,8 @@ def fit_budget(source: Path, cfg: C.Config, max_bytes: int, margin: int = 0,
         "val_loss_roundtrip": rt.loss, "val_bpb_roundtrip": rt.bpb, "val_tokens_roundtrip": rt.tokens,
         **scores.ttt_fields(), **scorer.scored_on,
         "bytes": {"model": file_bytes, "code": code_bytes, "total": file_bytes + code_bytes}})
-    chosen.model_bytes = chosen.stream_bytes + found.overhead  # a shrunk choice kept its parent's prediction
+    chosen.model_bytes = (chosen.stream_bytes + found.overhead  # a shrunk choice kept its parent's prediction
+                          + search.lqer_header(found.table, chosen))
     evaluated = found.measured if chosen in found.measured else [*found.measured, chosen]
     rows = candidate_frame(evaluated, chosen, file_bytes, code_bytes, limit_total, found.float_search_bpb)
     summary = {
@@ -151,7 +152,7 @@ def _search(search: Search, model: torch.nn.Module, scorer: Scorer, limit_total:
     stream_limit = limit_total - code_bytes - overhead - slack
     for s in settings:
         for cand in search.candidates(table, s, stream_limit):
-            cand.model_bytes = cand.stream_bytes + overhead + slack
+            cand.model_bytes = cand.stream_bytes + overhead + slack + search.lqer_header(table, cand)
             key = search.key(cand)
             if key not in pool or cand.origin in ANCHORS:  # an anchor is always measured; keep it as one
                 pool[key] = cand
@@ -169,7 +170,8 @@ def code_reserve(cfg: C.Config, quant_names: list[str]) -> int:
     """Code bytes the search reserves: the packed script of the largest export config the search can choose (every
     quantized tensor named in tensor_bits, selective pruning when allowed), so the chosen config's own script,
     measured after the choice, fits too."""
-    widest = dataclasses.replace(cfg.export, tensor_bits={name: 7 for name in quant_names})
+    widest = dataclasses.replace(cfg.export, tensor_bits={name: 7 for name in quant_names},
+                                 lqer_rank=max(cfg.fit.lqer_ranks), lqer_tensors=list(quant_names))
     if cfg.fit.max_prune > 0:
         widest = dataclasses.replace(widest, prune=cfg.fit.max_prune, prune_kind="selective")
     return max(count_code_bytes(cfg), count_code_bytes(dataclasses.replace(cfg, export=widest)))

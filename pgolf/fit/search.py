@@ -61,6 +61,9 @@ class Candidate:
     """How the search reached it: knapsack, fill, uniform or uniform-fill, with +bits when tensors were raised."""
     tensor_bits: dict[str, int] = field(default_factory=dict)
     """Single tensors whose bits differ from their group's (the upward fill)."""
+    lqer_rank: int = 0
+    lqer_tensors: tuple[str, ...] = ()
+    """Tensors with LQER factors of rank `lqer_rank` (the upward fill; unpruned candidates only)."""
 
     def bits_of(self, name: str) -> int:
         return self.tensor_bits.get(name, self.group_bits[tensor_group(name)])
@@ -73,6 +76,8 @@ class Candidate:
         if self.tensor_bits:
             bits += " [" + " ".join(sorted(f"{short_tensor_name(n)}={b}" for n, b in self.tensor_bits.items())) + "]"
         clip = f"sdclip{self.clip_k:g}" if self.clip == "sdclip" else self.clip
+        if self.lqer_tensors:
+            bits += f" lqer{self.lqer_rank}[" + " ".join(sorted(map(short_tensor_name, self.lqer_tensors))) + "]"
         return f"{bits} {clip} {self.codec}" + (f" prune{self.prune:.4f}" if self.prune > 0 else "")
 
 
@@ -108,7 +113,8 @@ class Search:
 
     def key(self, cand: Candidate) -> tuple:
         """What the export writes: every quantized tensor's bits, clip, codec and pruning (not how it was found)."""
-        return (tuple(cand.bits_of(n) for n in self.quant_names), cand.setting(), round(cand.prune, 9))
+        return (tuple(cand.bits_of(n) for n in self.quant_names), cand.setting(), round(cand.prune, 9),
+                cand.lqer_rank, tuple(sorted(cand.lqer_tensors)))
 
     # -- sizes
     def float_bytes(self, codec: str) -> int:
@@ -151,6 +157,9 @@ class Search:
         s = cand.setting()
         for n in self.quant_names:
             size, err = table.cost(n, cand.bits_of(n), s, prune)
+            if n in cand.lqer_tensors:  # unpruned only: fill drops the factors before it prunes
+                lqer = table.lqer(n, cand.bits_of(n), s, cand.lqer_rank)
+                size, err = size + lqer.extra_bytes, lqer.err
             total += size
             proxy += err
         return total, proxy
@@ -161,43 +170,82 @@ class Search:
         out.stream_bytes, out.proxy = self.pruned_size(table, out, prune)
         return out
 
-    def top_up(self, table: SizeTable, cand: Candidate, stream_limit: int) -> Candidate | None:
-        """`cand` with single tensors raised one bit-width at a time, best proxy gain per byte first, until no
-        raise fits `stream_limit`; None when not even one fits."""
+    def lqer_header(self, table: SizeTable, cand: Candidate) -> int:
+        """Header bytes of `cand`'s LQER factors (not in stream_bytes, which counts coded streams only)."""
+        return sum(table.lqer(n, cand.bits_of(n), cand.setting(), cand.lqer_rank).header_bytes
+                   for n in cand.lqer_tensors)
+
+    def top_ups(self, table: SizeTable, cand: Candidate, stream_limit: int) -> list[Candidate]:
+        """`top_up` with bit raises only, and with LQER factors as a move too at each rank of fit.lqer_ranks."""
+        ranks = [r for r in dict.fromkeys(self.space.lqer_ranks) if r > 0 and cand.prune == 0
+                 and cand.lqer_rank in (0, r)]
+        found = [self.top_up(table, cand, stream_limit, r) for r in [0, *ranks]]
+        return [c for c in found if c is not None]
+
+    def top_up(self, table: SizeTable, cand: Candidate, stream_limit: int, rank: int = 0) -> Candidate | None:
+        """`cand` with single tensors raised one bit-width at a time (or, with `rank`, given LQER factors of that
+        rank), best proxy gain per byte first, until no move fits `stream_limit`; None when not even one fits.
+        A tensor with factors is not raised further."""
         s, bits = cand.setting(), {n: cand.bits_of(n) for n in self.quant_names}
+        lqer = set(cand.lqer_tensors)
+        rank = rank or cand.lqer_rank
 
-        def raise_of(n: str) -> tuple | None:
+        def cost(n: str) -> tuple[int, float]:
+            if n in lqer:
+                entry = table.lqer(n, bits[n], s, rank)
+                return table.cost(n, bits[n], s, cand.prune)[0] + entry.extra_bytes, entry.err
+            return table.cost(n, bits[n], s, cand.prune)
+
+        def move_of(n: str, room: float = math.inf) -> tuple | None:
+            """The best move of `n` by gain per byte among those of at most `room` bytes."""
+            if n in lqer:
+                return None
+            size_now, err_now = cost(n)
+            moves = []
             up = [b for b in self.bits_for(tensor_group(n)) if b > bits[n]]
-            if not up:
+            if up:
+                size_up, err_up = table.cost(n, up[0], s, cand.prune)
+                moves.append((err_now - err_up, size_up - size_now, up[0]))
+            entry = table.lqer(n, bits[n], s, rank) if rank and cand.prune == 0 else None
+            if entry is not None:  # priced with its lines in the header: they take room in the file too
+                moves.append((err_now - entry.err, entry.extra_bytes + entry.header_bytes, "lqer"))
+            moves = [m for m in moves if m[0] > 0 and m[1] <= room]
+            if not moves:
                 return None
-            size_now, err_now = table.cost(n, bits[n], s, cand.prune)
-            size_up, err_up = table.cost(n, up[0], s, cand.prune)
-            gain, extra = err_now - err_up, size_up - size_now
-            if gain <= 0:
-                return None
-            return (-(gain / extra) if extra > 0 else -math.inf, n, up[0], extra)
+            gain, extra, what = max(moves, key=lambda m: m[0] / m[1] if m[1] > 0 else math.inf)
+            return (-(gain / extra) if extra > 0 else -math.inf, n, what, extra)
 
-        heap = [r for r in map(raise_of, self.quant_names) if r is not None]
+        heap = [r for r in map(move_of, self.quant_names) if r is not None]
         heapq.heapify(heap)
-        size, raised = cand.stream_bytes, False
+        size, moved = cand.stream_bytes + self.lqer_header(table, cand), False
         while heap:
-            _, n, up, extra = heapq.heappop(heap)
-            if size + extra > stream_limit:
-                continue  # the room only shrinks: this raise never fits later
-            bits[n], size, raised = up, size + extra, True
-            nxt = raise_of(n)
+            _, n, what, extra = heapq.heappop(heap)
+            if size + extra > stream_limit:  # the room only shrinks: this move never fits later, a smaller one may
+                smaller = move_of(n, stream_limit - size)
+                if smaller is not None:
+                    heapq.heappush(heap, smaller)
+                continue
+            if what == "lqer":
+                lqer.add(n)
+            else:
+                bits[n] = what
+            size, moved = size + extra, True
+            nxt = move_of(n)
             if nxt is not None:
                 heapq.heappush(heap, nxt)
             self.progress("fit: raise tensors", size, stream_limit)
-        if not raised:
+        if not moved:
             return None
         tensor_bits = {n: b for n, b in bits.items() if b != cand.group_bits[tensor_group(n)]}
-        out = self.resized(table, cand, tensor_bits, cand.prune)
-        out.origin = cand.origin + "+bits"
+        out = dataclasses.replace(cand, lqer_rank=rank if lqer else 0, lqer_tensors=tuple(sorted(lqer)))
+        out = self.resized(table, out, tensor_bits, cand.prune)
+        out.origin = cand.origin + ("+lqer" if lqer - set(cand.lqer_tensors) else "+bits")
         return out
 
     def fill(self, table: SizeTable, cand: Candidate, stream_limit: int) -> Candidate | None:
-        """`cand` (over the limit at prune 0) pruned to fit by bisection on exact sizes; None if max_prune won't do."""
+        """`cand` (over the limit at prune 0) pruned to fit by bisection on exact sizes; None if max_prune won't do.
+        LQER factors are dropped: the search prices them on unpruned levels only."""
+        cand = dataclasses.replace(cand, lqer_rank=0, lqer_tensors=())
         hi = self.space.max_prune
         hi_size, hi_proxy = self.pruned_size(table, cand, hi)
         if hi <= 0 or hi_size > stream_limit:
@@ -246,7 +294,7 @@ class Search:
             if filled is not None:
                 out.append(filled)
         out += self.uniform_anchors(options, idx, sizes, make, table, stream_limit)
-        return out + [t for t in (self.top_up(table, c, stream_limit) for c in out) if t is not None]
+        return out + [t for c in out for t in self.top_ups(table, c, stream_limit)]
 
     def uniform_anchors(self, options, idx, sizes, make, table, stream_limit) -> list[Candidate]:
         """The highest uniform bit-width that fits, and the next one up pruned to fit."""
@@ -277,7 +325,9 @@ class Search:
     def dequantized_state(self, table: SizeTable, cand: Candidate) -> dict[str, Tensor]:
         out = {}
         for name, t in self.state.items():
-            if name in self.quant_names:
+            if name in cand.lqer_tensors:
+                out[name] = dequantize(table.lqer(name, cand.bits_of(name), cand.setting(), cand.lqer_rank).qt)
+            elif name in self.quant_names:
                 entry = table.get(name, cand.bits_of(name), cand.clip, cand.clip_k, cand.codec)
                 out[name] = dequantize(pruned_levels(entry, cand.prune)[0])
             else:
@@ -304,9 +354,9 @@ class Search:
             self.measure(table, cand)
             self.progress("fit: evaluate", i + 1, len(measured), bpb=cand.val_bpb)
         chosen = min(measured, key=lambda c: (c.val_bpb, c.model_bytes))
-        raised = self.top_up(table, chosen, stream_limit)
+        raised = self.top_up(table, chosen, stream_limit, chosen.lqer_rank)
         if raised is not None and self.key(raised) not in {self.key(c) for c in measured}:
-            raised.model_bytes = raised.stream_bytes + header_bytes
+            raised.model_bytes = raised.stream_bytes + header_bytes + self.lqer_header(table, raised)
             self.measure(table, raised)
             measured.append(raised)
             if raised.val_bpb <= chosen.val_bpb:
@@ -322,7 +372,7 @@ def export_config_of(cand: Candidate, base: C.ExportConfig) -> C.ExportConfig:
         base, bits=max(cand.group_bits.values()), group_bits=C.GroupBits(**bits),
         tensor_bits={**kept_float, **cand.tensor_bits}, clip=cand.clip,
         clip_k=cand.clip_k if cand.clip == "sdclip" else base.clip_k, codec=cand.codec, prune=cand.prune,
-        prune_kind="selective")
+        prune_kind="selective", lqer_rank=cand.lqer_rank, lqer_tensors=sorted(cand.lqer_tensors))
 
 
 def search_settings(cfg: C.ExportConfig, space: C.FitConfig) -> list[Setting]:

@@ -5,6 +5,7 @@ bytes, its Fisher-weighted error and its selective-pruning order (steps 1-2 of t
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +51,20 @@ class QuantizedEntry:
     """Added weighted error after zeroing the first j+1 entries of `order`."""
 
 
+@dataclass
+class LQEREntry:
+    """One tensor's LQER factors at one (bits, clip, k, codec, rank), unpruned levels (export/lqer.py)."""
+
+    qt: QuantizedTensor
+    """The levels with the factors attached."""
+    extra_bytes: int
+    """Coded bytes of the four factor streams."""
+    header_bytes: int
+    """Their lines in the artifact's header (an upper bound: offsets counted at their widest)."""
+    err: float
+    """Fisher-weighted squared error with the correction."""
+
+
 def fisher_weights(model: torch.nn.Module, tokens: Tensor, seq_len: int, names: list[str]) -> dict[str, Tensor]:
     """Diagonal empirical Fisher of `names`: sum over sequences of the squared gradient of the mean loss."""
     params = dict(model.named_parameters())
@@ -81,6 +96,34 @@ class SizeTable:
         """GPTQ's layer Hessians when export.gptq (the levels of those tensors are GPTQ's, as export makes them)."""
         self.cache: dict[tuple, QuantizedEntry] = {}
         self.pruned_cache: dict[tuple, tuple[int, float]] = {}
+        self.lqer_cache: dict[tuple, LQEREntry | None] = {}
+
+    def lqer(self, name: str, bits: int, s: Setting, rank: int) -> LQEREntry | None:
+        """The tensor at `bits` (prune 0) with rank-`rank` LQER factors; None when export could not store them
+        (the group does not divide its row, or the rank is above its smaller dimension)."""
+        key = (name, bits, s, rank)
+        if key not in self.lqer_cache:
+            self.lqer_cache[key] = self._lqer(name, bits, s, rank)
+        return self.lqer_cache[key]
+
+    def _lqer(self, name: str, bits: int, s: Setting, rank: int) -> LQEREntry | None:
+        from pgolf.export.lqer import factorize
+
+        e, entry = self.cfg, self.get(name, bits, s.clip, s.clip_k, s.codec)
+        rows = as_rows(self.state[name].detach().cpu())
+        if (e.lqer_group and rows.shape[1] % e.lqer_group) or rank > min(rows.shape):
+            return None
+        qt = dataclasses.replace(entry.qt, lqer=factorize(rows - as_rows(dequantize(entry.qt)), rank, e.lqer_bits,
+                                                          e.lqer_group))
+        streams = {k: v for k, v in tensor_streams(qt).items() if k.startswith("lqer")}
+        coded = sum(len(codecs.encode(s.codec, *stream_args(v, e.codec_level))) for v in streams.values())
+        header = {k: {"codec": s.codec, "length": 10**6, "offset": 10**8, "raw_bytes": len(v[0])}
+                  for k, v in streams.items()}  # the record lines export adds (offsets at their widest)
+        header["lqer"] = {"bits": e.lqer_bits, "group": e.lqer_group, "rank": rank}
+        header_bytes = len(json.dumps(header, sort_keys=True, separators=(",", ":")))
+        deq = as_rows(dequantize(qt))
+        err = float((self.fisher[name].reshape(rows.shape).double() * (rows - deq).double() ** 2).sum())
+        return LQEREntry(qt=qt, extra_bytes=coded, header_bytes=header_bytes, err=err)
 
     def get(self, name: str, bits: int, clip: str, clip_k: float, codec: str) -> QuantizedEntry:
         key = (name, bits, clip, clip_k, codec)

@@ -235,3 +235,50 @@ def test_candidate_frame_keeps_predicted_and_measured_bytes_apart_and_marks_fron
     assert header.split(",") == list(ROW_FIELDS)
     assert lines[0].split(",")[3] == "" and lines[-1].split(",")[2:4] == ["290", "300"]
     assert frame["delta_bpb"].iloc[-1] == pytest.approx(0.4)
+
+
+def _lqer_search(offset: float):
+    """A model whose MLP input weights are 3-bit grid points of their own scale plus a rank-1 offset of `offset`
+    steps: at 3 bits that offset is the tensor's whole error, and it is rank 1. Only their error counts (the
+    Fisher weights of the other tensors are zero), so the moves compete on these two tensors alone."""
+    torch.manual_seed(0)
+    model = GPT(**MODEL)
+    state = {n: (torch.randn_like(t) * 0.05 if t.ndim == 2 else t.clone()) for n, t in model.state_dict().items()}
+    gen = torch.Generator().manual_seed(1)
+    step = 2.0**-6
+    for name in ("blocks.0.mlp.fc.weight", "blocks.1.mlp.fc.weight"):
+        rows, cols = state[name].shape
+        levels = torch.randint(-2, 3, (rows, cols), generator=gen).float()
+        levels[:, 0] = 3
+        u, v = torch.rand(rows, 1, generator=gen) * 2 - 1, torch.rand(1, cols, generator=gen) * 2 - 1
+        v[0, 0] = 0.0
+        state[name] = step * (levels + offset * (u @ v))
+    cfg = C.Config()
+    cfg.export.clip, cfg.export.lqer_group, cfg.export.lqer_bits = "max", 0, 8
+    space = C.FitConfig(bits=[3, 4, 8], embed_bits=[8], lqer_ranks=[0, 1])
+    s = Search(state, dict(MODEL), cfg, space, None, no_progress)
+    fisher = {n: torch.ones_like(state[n]) * (".mlp.fc." in n) for n in s.quant_names}
+    return s, SizeTable(state, s.quant_names, fisher, cfg.export)
+
+
+def test_lqer_is_chosen_where_its_bytes_buy_more_than_a_bit_and_reaches_the_file():
+    s, table = _lqer_search(offset=0.45)
+    uniform = _uniform(s, table, 3)
+    stream_limit = uniform.stream_bytes + 2000  # room for factors, not for a bit more on an MLP input
+    raised = s.top_ups(table, uniform, stream_limit)
+    with_lqer = [c for c in raised if c.lqer_tensors]
+    assert with_lqer and {"blocks.0.mlp.fc.weight", "blocks.1.mlp.fc.weight"} <= set(with_lqer[0].lqer_tensors)
+    cand = with_lqer[0]
+    assert cand.stream_bytes <= stream_limit and cand.proxy < 0.1 * uniform.proxy
+    result = export_state_dict(s.state, s.model_config, export_config_of(cand, s.cfg.export))
+    assert result.model_bytes - result.overhead_bytes == cand.stream_bytes  # exact, factors included
+    records = {r["name"]: r for r in read_container(result.blob)[0]["tensors"]}
+    assert {n for n, r in records.items() if "lqer" in r} == set(cand.lqer_tensors)
+
+
+def test_lqer_is_not_chosen_where_a_bit_of_width_buys_more():
+    """Without the offset the 3-bit error is plain rounding noise, which a rank-1 correction barely touches."""
+    s, table = _lqer_search(offset=0.0)
+    uniform = _uniform(s, table, 3)
+    for limit in (uniform.stream_bytes + 2000, uniform.stream_bytes + 20000):
+        assert not any(c.lqer_tensors for c in s.top_ups(table, uniform, limit))

@@ -170,8 +170,9 @@ def code_reserve(cfg: C.Config, quant_names: list[str]) -> int:
     """Code bytes the search reserves: the packed script of the largest export config the search can choose (every
     quantized tensor named in tensor_bits, selective pruning when allowed), so the chosen config's own script,
     measured after the choice, fits too."""
-    widest = dataclasses.replace(cfg.export, tensor_bits={name: 7 for name in quant_names},
-                                 lqer_rank=max(cfg.fit.lqer_ranks), lqer_tensors=list(quant_names))
+    widest = dataclasses.replace(cfg.export, tensor_bits={name: 7 for name in quant_names})
+    if max(cfg.fit.lqer_ranks) > 0:  # every tensor given LQER factors: the module and every name in the config
+        widest = dataclasses.replace(widest, lqer_rank=max(cfg.fit.lqer_ranks), lqer_tensors=list(quant_names))
     if cfg.fit.max_prune > 0:
         widest = dataclasses.replace(widest, prune=cfg.fit.max_prune, prune_kind="selective")
     return max(count_code_bytes(cfg), count_code_bytes(dataclasses.replace(cfg, export=widest)))

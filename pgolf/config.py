@@ -29,6 +29,7 @@ from pgolf.schema import (  # noqa: F401  (re-exported: the schema as compositio
     ExportConfig,
     FitConfig,
     GroupBits,
+    GroupClipK,
     LauncherConfig,
     ModelConfig,
     RegConfig,
@@ -445,6 +446,9 @@ def validate(cfg: Config) -> None:
         except ConfigError as exc:
             problems.append(f"budget.{name}: {exc}")
     if problems:
+    for group in _GROUPS:
+        k = getattr(e.group_clip_k, group)
+        need(k >= 0, f"export.group_clip_k.{group} must be >= 0 (0 = export.clip_k), got {k}")
         raise ConfigError("; ".join(problems))
     need(e.lqer_rank >= 0, f"export.lqer_rank must be >= 0 (0 = off), got {e.lqer_rank}")
     need(2 <= e.lqer_bits <= 8, f"export.lqer_bits must be in 2..8, got {e.lqer_bits}")

@@ -235,6 +235,23 @@ class ExportConfig:
     group_bits: GroupBits = field(default_factory=GroupBits)
     """Bit-width per tensor group; 0 means `bits`."""
     tensor_bits: dict[str, int] = field(default_factory=dict)
+@dataclass
+class GroupClipK:
+    embed: float = 0.0
+    """sdclip k of the token embedding (0 = export.clip_k)."""
+    attn_q: float = 0.0
+    attn_k: float = 0.0
+    attn_v: float = 0.0
+    attn_out: float = 0.0
+    mlp_in: float = 0.0
+    mlp_out: float = 0.0
+    other: float = 0.0
+    """sdclip k of the other groups (0 = export.clip_k; the search's k for fit.sdclip_ks)."""
+
+    def for_group(self, group: str, default_k: float) -> float:
+        return getattr(self, group) or default_k
+
+
     """Bit-width per tensor by state-dict name (2..8, 16 = keep float); wins over group_bits and float_max_numel."""
     clip: str = "mse"
     """Clip strategy per row: max, percentile, sdclip (k * std) or mse (search)."""
@@ -249,6 +266,8 @@ class ExportConfig:
     float_dtype: str = "float16"
     """Storage dtype of kept-float tensors (float16, bfloat16 or float32)."""
     prune: float = 0.0
+    group_clip_k: GroupClipK = field(default_factory=GroupClipK)
+    """sdclip k per tensor group (the record's: MLP 11.5, attention 13.0, embedding 14.0); 0 means `clip_k`."""
     """Fraction of weights to prune (meaning set by `prune_kind`)."""
     prune_kind: str = "magnitude"
     """magnitude (per tensor), global, rows, cols, heads or selective (smallest nonzero quantized values)."""

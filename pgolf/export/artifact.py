@@ -219,7 +219,8 @@ def _quantize(state_dict: dict[str, Tensor], cfg: ExportConfig, model_config: di
             zeros.setdefault(name, 0)
         else:
             try:
-                qt = quantize_rows(pruned[name], how, cfg.clip, cfg.clip_percentile, cfg.clip_k, scale_min)
+                clip_k = cfg.group_clip_k.for_group(tensor_group(name), cfg.clip_k)
+                qt = quantize_rows(pruned[name], how, cfg.clip, cfg.clip_percentile, clip_k, scale_min)
             except ArtifactError as exc:
                 raise ArtifactError(f"tensor {name}: {exc}") from None
             if cfg.gptq and name in hessians:

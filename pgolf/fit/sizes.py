@@ -26,6 +26,7 @@ from pgolf.export.quantize import (
     as_rows,
     dequantize,
     quantize_rows,
+    tensor_group,
 )
 
 
@@ -147,6 +148,7 @@ class SizeTable:
     def _compute(self, name: str, bits: int, clip: str, clip_k: float, codec: str) -> QuantizedEntry:
         w = self.state[name].detach().cpu()
         e = self.cfg
+        clip_k = e.group_clip_k.for_group(tensor_group(name), clip_k)  # a group's own k stays fixed in the search
         qt = quantize_rows(w, bits, clip, e.clip_percentile, clip_k, e.scale_min)
         if e.gptq and name in self.hessians:
             qt = gptq_levels(w, self.hessians[name], qt, e.gptq_damp, name)

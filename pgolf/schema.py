@@ -240,13 +240,19 @@ class GroupClipK:
     embed: float = 0.0
     """sdclip k of the token embedding (0 = export.clip_k)."""
     attn_q: float = 0.0
+    """Attention query projections."""
     attn_k: float = 0.0
+    """Attention key projections."""
     attn_v: float = 0.0
+    """Attention value projections."""
     attn_out: float = 0.0
+    """Attention output projections."""
     mlp_in: float = 0.0
+    """MLP input (fc) matrices."""
     mlp_out: float = 0.0
+    """MLP output (proj) matrices."""
     other: float = 0.0
-    """sdclip k of the other groups (0 = export.clip_k; the search's k for fit.sdclip_ks)."""
+    """Any other quantized tensor (0 = export.clip_k, as every group; fit.sdclip_ks searches the groups at 0)."""
 
     def for_group(self, group: str, default_k: float) -> float:
         return getattr(self, group) or default_k

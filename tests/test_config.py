@@ -27,7 +27,7 @@ def test_presets_change_what_they_say():
     assert (baseline.model.num_layers, baseline.model.model_dim) == (9, 512)
     assert (base.model.num_layers, base.model.model_dim) != (9, 512)
     records = C.compose(["reg=records", "reg.weight_decay=0.05"])
-    assert records.reg.weight_decay == 0.05 and records.reg.ema_decay == 0.997
+    assert records.reg.weight_decay == 0.05 and records.reg.ema_decay == 0.9965
     ref = C.compose(["export=int8_zlib"])
     assert (ref.export.bits, ref.export.codec, ref.export.clip) == (8, "zlib", "percentile")
 
@@ -102,7 +102,7 @@ def test_saved_config_round_trips(tmp_path):
 
 def test_every_field_has_a_docstring():
     for cls in (C.RunConfig, C.DataConfig, C.ModelConfig, C.TrainConfig, C.RegConfig, C.ExportConfig, C.GroupBits,
-                C.BudgetConfig, C.FitConfig):
+                C.GroupClipK, C.BudgetConfig, C.FitConfig, C.TTTConfig):
         docs = C.field_docs(cls)
         missing = [f.name for f in dataclasses.fields(cls) if f.name not in docs]
         assert not missing, f"{cls.__name__} fields without a docstring: {missing}"

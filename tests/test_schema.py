@@ -35,10 +35,12 @@ def test_the_schema_defaults_round_trip_and_missing_keys_keep_defaults():
 
 
 def test_records_knobs_survive_the_round_trip():
-    cfg = compose(["model=records_tiny", "reg=records"])
-    assert cfg.model.recur_passes == 3 and cfg.model.xsa_layers == [0, 1, 2, 3, 4, 5] and cfg.reg.qat_bits == 6
+    cfg = compose(["model=records_tiny", "reg=records", "export=records", "ttt=records"])
+    assert cfg.model.recur_passes == 3 and cfg.model.xsa_layers == [0, 1, 2, 3, 4, 5] and cfg.reg.ema_decay == 0.9965
     rebuilt = from_plain(Config, json.loads(json.dumps(to_dict(cfg))))
-    assert (rebuilt.model.recur_passes, rebuilt.model.xsa_layers, rebuilt.reg.qat_bits) == (3, [0, 1, 2, 3, 4, 5], 6)
+    assert (rebuilt.model.recur_passes, rebuilt.model.xsa_layers, rebuilt.reg.ema_decay) == (3, [0, 1, 2, 3, 4, 5],
+                                                                                              0.9965)
+    assert rebuilt.export == cfg.export and rebuilt.ttt == cfg.ttt  # nested group k's and TTT targets too
 
 
 @pytest.mark.parametrize("plain, key", [

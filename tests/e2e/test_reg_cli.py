@@ -16,12 +16,14 @@ SHORT = [*QUICK, "train.batch_tokens=2048"]
 
 
 def test_reg_records_trains_and_its_knobs_are_live(tmp_path, data_overrides):
-    proc = run_pgolf("train", *data_overrides, *SHORT, "reg=records", "--json", cwd=tmp_path, check_code=0)
+    # the record trains without QAT: turned on here so its switch is checked through the CLI too
+    proc = run_pgolf("train", *data_overrides, *SHORT, "reg=records", "reg.qat_bits=6", "--json", cwd=tmp_path,
+                     check_code=0)
     summary = json.loads(proc.stdout)
     assert summary["stop_reason"] == "completed" and summary["steps"] == 30
     run_dir = tmp_path / summary["run_dir"]
     log = (run_dir / "train.log").read_text()
-    assert "decay matrix: wd 0.09" in log and "decay embed: wd 0.02" in log and "no decay:" in log
+    assert "decay matrix: wd 0.095" in log and "decay embed: wd 0.085" in log and "no decay:" in log
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     qat = {r["step"]: r["qat_active"] for r in records if "qat_active" in r}
     assert not qat[10] and qat[30]  # reg.qat_start=0.85 of 30 steps: on from step 26

@@ -421,6 +421,9 @@ def validate(cfg: Config) -> None:
          f"export.clip must be max, percentile, sdclip or mse, got {e.clip!r}")
     need(0 < e.clip_percentile <= 100, f"export.clip_percentile must be in (0, 100], got {e.clip_percentile}")
     need(e.clip_k > 0, f"export.clip_k must be > 0, got {e.clip_k}")
+    for group in _GROUPS:
+        k = getattr(e.group_clip_k, group)
+        need(k >= 0, f"export.group_clip_k.{group} must be >= 0 (0 = export.clip_k), got {k}")
     need(e.scale_min >= 0, f"export.scale_min must be >= 0, got {e.scale_min}")
     need(e.code_bytes >= -1, f"export.code_bytes must be >= 0, or -1 (measured), got {e.code_bytes}")
     need(0 <= e.prune < 1, f"export.prune must be in [0, 1), got {e.prune}")
@@ -432,6 +435,10 @@ def validate(cfg: Config) -> None:
     need(e.eval_stride >= 0, f"export.eval_stride must be >= 0, got {e.eval_stride}")
     need(e.gptq_tokens > 0, f"export.gptq_tokens must be > 0, got {e.gptq_tokens}")
     need(e.gptq_damp > 0, f"export.gptq_damp must be > 0, got {e.gptq_damp}")
+    need(e.lqer_rank >= 0, f"export.lqer_rank must be >= 0 (0 = off), got {e.lqer_rank}")
+    need(2 <= e.lqer_bits <= 8, f"export.lqer_bits must be in 2..8, got {e.lqer_bits}")
+    need(e.lqer_group >= 0, f"export.lqer_group must be >= 0 (0 = per row), got {e.lqer_group}")
+    need(e.lqer_top_k >= 1, f"export.lqer_top_k must be >= 1, got {e.lqer_top_k}")
     problems += fit_problems(cfg.fit)
     problems += ttt_problems(cfg.ttt, m.model_dim)
     need(cfg.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {cfg.device!r}")
@@ -446,11 +453,4 @@ def validate(cfg: Config) -> None:
         except ConfigError as exc:
             problems.append(f"budget.{name}: {exc}")
     if problems:
-    for group in _GROUPS:
-        k = getattr(e.group_clip_k, group)
-        need(k >= 0, f"export.group_clip_k.{group} must be >= 0 (0 = export.clip_k), got {k}")
         raise ConfigError("; ".join(problems))
-    need(e.lqer_rank >= 0, f"export.lqer_rank must be >= 0 (0 = off), got {e.lqer_rank}")
-    need(2 <= e.lqer_bits <= 8, f"export.lqer_bits must be in 2..8, got {e.lqer_bits}")
-    need(e.lqer_group >= 0, f"export.lqer_group must be >= 0 (0 = per row), got {e.lqer_group}")
-    need(e.lqer_top_k >= 1, f"export.lqer_top_k must be >= 1, got {e.lqer_top_k}")

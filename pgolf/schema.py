@@ -229,13 +229,6 @@ class GroupBits:
 
 
 @dataclass
-class ExportConfig:
-    bits: int = 6
-    """Default bit-width of quantized matrices (2..8)."""
-    group_bits: GroupBits = field(default_factory=GroupBits)
-    """Bit-width per tensor group; 0 means `bits`."""
-    tensor_bits: dict[str, int] = field(default_factory=dict)
-@dataclass
 class GroupClipK:
     embed: float = 0.0
     """sdclip k of the token embedding (0 = export.clip_k)."""
@@ -258,6 +251,13 @@ class GroupClipK:
         return getattr(self, group) or default_k
 
 
+@dataclass
+class ExportConfig:
+    bits: int = 6
+    """Default bit-width of quantized matrices (2..8)."""
+    group_bits: GroupBits = field(default_factory=GroupBits)
+    """Bit-width per tensor group; 0 means `bits`."""
+    tensor_bits: dict[str, int] = field(default_factory=dict)
     """Bit-width per tensor by state-dict name (2..8, 16 = keep float); wins over group_bits and float_max_numel."""
     clip: str = "mse"
     """Clip strategy per row: max, percentile, sdclip (k * std) or mse (search)."""
@@ -265,6 +265,8 @@ class GroupClipK:
     """Percentile of |w| per row for clip=percentile."""
     clip_k: float = 12.0
     """k for clip=sdclip."""
+    group_clip_k: GroupClipK = field(default_factory=GroupClipK)
+    """sdclip k per tensor group (the record's: MLP 11.5, attention 13.0, embedding 14.0); 0 means `clip_k`."""
     scale_min: float = 0.0
     """Floor on every row's scale (the reference export uses 1/127)."""
     float_max_numel: int = 0
@@ -272,8 +274,6 @@ class GroupClipK:
     float_dtype: str = "float16"
     """Storage dtype of kept-float tensors (float16, bfloat16 or float32)."""
     prune: float = 0.0
-    group_clip_k: GroupClipK = field(default_factory=GroupClipK)
-    """sdclip k per tensor group (the record's: MLP 11.5, attention 13.0, embedding 14.0); 0 means `clip_k`."""
     """Fraction of weights to prune (meaning set by `prune_kind`)."""
     prune_kind: str = "magnitude"
     """magnitude (per tensor), global, rows, cols, heads or selective (smallest nonzero quantized values)."""
@@ -296,13 +296,6 @@ class GroupClipK:
     """Training tokens run through the float model to measure each layer's inputs for GPTQ."""
     gptq_damp: float = 0.01
     """GPTQ dampening: this fraction of the mean Hessian diagonal is added to it."""
-
-
-@dataclass
-class BudgetConfig:
-    max_bytes: str = "16MB"
-    """Total byte budget (artifact + code); decimal units unless written MiB/KiB."""
-    margin: str = "0"
     lqer_rank: int = 0
     """LQER: rank of the stored low-rank correction of the quantization error (0 = off; export/lqer.py)."""
     lqer_bits: int = 4
@@ -314,6 +307,13 @@ class BudgetConfig:
     """LQER corrects the tensors with the largest quantization error, this many."""
     lqer_tensors: list[str] = field(default_factory=list)
     """LQER corrects these tensors (state-dict names) instead of the top_k."""
+
+
+@dataclass
+class BudgetConfig:
+    max_bytes: str = "16MB"
+    """Total byte budget (artifact + code); decimal units unless written MiB/KiB."""
+    margin: str = "0"
     """Safety margin kept below `max_bytes`."""
 
 
@@ -331,6 +331,9 @@ class FitConfig:
     """Codecs tried (empty: the base export.codec, with auto searched as ctx)."""
     max_prune: float = 0.3
     """Largest selective-pruning fraction the pruning fill may use (0 = no pruning)."""
+    lqer_ranks: list[int] = field(default_factory=lambda: [0])
+    """LQER ranks the upward fill may give single tensors (export.lqer_bits/group), priced in bytes like a bit of
+    width; [0] turns it off."""
     fill: float = 0.995
     """Pruning bisection stops once a candidate uses this share of the model-byte limit."""
     fill_candidates: int = 3
@@ -338,9 +341,6 @@ class FitConfig:
     evals: int = 3
     """Fitting candidates evaluated in BPB, best proxy first (plus the uniform anchors)."""
     val_tokens: int = 8192
-    lqer_ranks: list[int] = field(default_factory=lambda: [0])
-    """LQER ranks the upward fill may give single tensors (export.lqer_bits/group), priced in bytes like a bit of
-    width; [0] turns it off."""
     """Validation tokens per search evaluation (0 = the whole configured set)."""
     fisher_tokens: int = 2048
     """Validation tokens for the Fisher sensitivity pass."""

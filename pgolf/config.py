@@ -351,6 +351,28 @@ def ttt_problems(t: TTTConfig, model_dim: int) -> list[str]:
     return problems
 
 
+def muon_coefficient_problems(t: TrainConfig) -> list[str]:
+    """Problems of `train.muon_coefficients`: a known name, or [a, b, c] lists, one for all Newton-Schulz
+    iterations or one per iteration."""
+    spec, names = t.muon_coefficients, ("standard", "polar_express")  # train/optim.py MUON_COEFFICIENTS
+    if isinstance(spec, str):
+        return [] if spec in names else [f"train.muon_coefficients must be standard, polar_express or a list of "
+                                         f"[a, b, c], got {spec!r}"]
+    if not isinstance(spec, (list, tuple)) or not spec:
+        return [f"train.muon_coefficients must be standard, polar_express or a non-empty list of [a, b, c], "
+                f"got {spec!r}"]
+    def number(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and abs(x) < float("inf")  # nan fails too
+
+    bad = [abc for abc in spec if not (isinstance(abc, (list, tuple)) and len(abc) == 3 and all(map(number, abc)))]
+    if bad:
+        return [f"train.muon_coefficients entries must be [a, b, c] of 3 finite numbers, got {bad}"]
+    if len(spec) not in (1, t.muon_ns_steps):
+        return [f"train.muon_coefficients lists {len(spec)} [a, b, c] but train.muon_ns_steps is {t.muon_ns_steps}: "
+                "give one per iteration, or one for all"]
+    return []
+
+
 def check_fit_config(f: FitConfig) -> None:
     """ConfigError listing every problem of a fit search space (also for hand-built configs)."""
     problems = fit_problems(f)
@@ -390,6 +412,9 @@ def validate(cfg: Config) -> None:
     for name in ("matrix_lr", "embed_lr", "head_lr", "scalar_lr", "adam_eps"):
         value = getattr(t, name)
         need(0 <= value < float("inf"), f"train.{name} must be finite and >= 0, got {value}")
+    for name in ("min_lr", "warmdown_frac"):
+        need(0 <= getattr(t, name) <= 1, f"train.{name} must be in [0, 1], got {getattr(t, name)}")
+    problems += muon_coefficient_problems(t)
     for name in ("weight_decay", "embed_weight_decay", "scalar_weight_decay", "l1", "l2", "z_loss",
                  "qerr_penalty", "sv_penalty", "softcap", "grad_clip", "decay_schedule_factor"):
         value = getattr(r, name)

@@ -107,6 +107,10 @@ class TrainConfig:
     """Linear learning-rate warmup steps from 0."""
     warmdown_steps: int = 1200
     """Linear learning-rate decay to 0 over the last steps (estimated from wallclock when capped)."""
+    warmdown_frac: float = 0.0
+    """Warmdown over this fraction of training, by wallclock or steps, whichever is further (0 = warmdown_steps)."""
+    min_lr: float = 0.0
+    """Floor of the learning-rate multiplier in the warmdown (0..1; the record's 0.10): the line stops there."""
     wallclock_s: float = 600.0
     """Stop training after this many seconds (0 = no cap)."""
     val_every: int = 1000
@@ -131,6 +135,9 @@ class TrainConfig:
     """Steps over which Muon momentum rises to `muon_momentum`."""
     muon_ns_steps: int = 5
     """Newton-Schulz iterations in Muon."""
+    muon_coefficients: Any = "standard"
+    """Newton-Schulz (a, b, c): standard (torch's, every iteration), polar_express (the record's per-iteration
+    tuples, the last repeating) or a list of [a, b, c], one per iteration or one for all."""
     adam_beta1: float = 0.9
     """Adam beta1."""
     adam_beta2: float = 0.95

@@ -354,7 +354,7 @@ def ttt_problems(t: TTTConfig, model_dim: int) -> list[str]:
 def muon_coefficient_problems(t: TrainConfig) -> list[str]:
     """Problems of `train.muon_coefficients`: a known name, or [a, b, c] lists, one for all Newton-Schulz
     iterations or one per iteration."""
-    spec, names = t.muon_coefficients, ("standard", "polar_express")  # train/optim.py MUON_COEFFICIENTS
+    spec, names = t.muon_coefficients, ("standard", "polar_express")  # train/muon.py MUON_COEFFICIENTS
     if isinstance(spec, str):
         return [] if spec in names else [f"train.muon_coefficients must be standard, polar_express or a list of "
                                          f"[a, b, c], got {spec!r}"]

@@ -38,6 +38,7 @@ GATED: dict[str, Callable[[Config], bool]] = {
     "pgolf.model.records": lambda cfg: uses_records({key: getattr(cfg.model, key) for key in RECORD_KNOBS}),
     "pgolf.export.prune": lambda cfg: cfg.export.prune > 0,
     "pgolf.train.pruning": lambda cfg: cfg.reg.prune_sparsity > 0,
+    "pgolf.train.muon": lambda cfg: cfg.train.muon_coefficients != "standard",
     "pgolf.train.averaging": lambda cfg: cfg.reg.ema_decay > 0 or cfg.reg.swa_start > 0,
     "pgolf.train.penalties": lambda cfg: max(cfg.reg.l1, cfg.reg.l2, cfg.reg.z_loss, cfg.reg.qerr_penalty,
                                              cfg.reg.sv_penalty) > 0,

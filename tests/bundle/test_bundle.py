@@ -43,6 +43,7 @@ def test_the_default_bundle_carries_what_it_runs_and_nothing_of_the_cli_or_hydra
     ("model.smear_gate=true", "pgolf/model/records.py"),
     ("ttt=cpu", "pgolf/ttt/score.py"),
     ("export.lqer_rank=4", "pgolf/export/lqer.py"),
+    ("train.muon_coefficients=polar_express", "pgolf/train/muon.py"),
     ("ttt=records", "pgolf/ttt/adapters.py"),
 ])
 def test_a_feature_brings_its_module_only_when_the_config_uses_it(override, module):
@@ -105,7 +106,7 @@ def test_the_wrapped_script_is_one_exec_line_of_the_stripped_bundle():
 
 GATED_ALL = ["export.gptq=true", "export.prune=0.02", "reg.prune_sparsity=0.2", "reg.ema_decay=0", "reg.swa_start=0.3",
              "reg.qat_bits=6", "reg.l1=0.0001", "reg.z_loss=0.0001", "model=records_tiny", "ttt=cpu",
-             "export.lqer_rank=4"]
+             "export.lqer_rank=4", "train.muon_coefficients=polar_express"]
 
 
 def _top_level_names(tree):

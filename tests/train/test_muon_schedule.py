@@ -23,7 +23,8 @@ from pgolf.runtime.device import resolve_device
 from pgolf.runtime.distributed import DistInfo
 from pgolf.schema import TrainConfig
 from pgolf.train.loop import train_model
-from pgolf.train.optim import MUON_COEFFICIENTS, PerStepMuon, build_optimizers, lr_multiplier
+from pgolf.train.muon import MUON_COEFFICIENTS, PerStepMuon
+from pgolf.train.optim import build_optimizers, lr_multiplier
 
 STANDARD = [(3.4445, -4.7750, 2.0315)] * 5
 POLAR_EXPRESS = [  # the record's _PE_COEFFS

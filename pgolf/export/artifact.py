@@ -56,7 +56,6 @@ from pgolf.export.quantize import (
     CLIPS,
     GROUPS,
     QuantizedTensor,
-    as_rows,
     check_bits,
     dequantize,
     is_control,
@@ -234,37 +233,10 @@ def _quantize(state_dict: dict[str, Tensor], cfg: ExportConfig, model_config: di
             out[name] = qt
         progress("quantize", i + 1, len(state_dict))
     if cfg.lqer_rank > 0:
-        _add_lqer(out, pruned, cfg)
+        from pgolf.export.lqer import add_factors  # only then: a packed script carries lqer.py only then
+
+        add_factors(out, pruned, cfg)
     return out, zeros
-
-
-def _add_lqer(out: QuantizedStateDict, targets: dict[str, Tensor], cfg: ExportConfig) -> None:
-    """Attach LQER factors (export/lqer.py) to the chosen quantized tensors, correcting the error against
-    `targets` (the weights the levels stand for, pruning included)."""
-    from pgolf.export.lqer import chosen, factorize
-
-    quant = {n: v for n, v in out.items() if isinstance(v, QuantizedTensor)}
-    for name in cfg.lqer_tensors:
-        if name not in quant:
-            raise ConfigError(f"export.lqer_tensors names {name!r}, not a quantized tensor of this model")
-    errors, rows_of = {}, {}
-    for name, qt in quant.items():
-        rows = as_rows(targets[name])
-        fits = not cfg.lqer_group or rows.shape[1] % cfg.lqer_group == 0
-        if cfg.lqer_tensors and name in cfg.lqer_tensors and not fits:
-            raise ConfigError(f"export.lqer_group ({cfg.lqer_group}) does not divide the row of {name} "
-                              f"({rows.shape[1]} values)")
-        if fits and (not cfg.lqer_tensors or name in cfg.lqer_tensors):
-            rows_of[name] = rows - as_rows(dequantize(qt))
-            errors[name] = float(rows_of[name].norm())
-    if not errors:
-        raise ConfigError(f"export.lqer_group ({cfg.lqer_group}) divides the row of no quantized tensor")
-    for name in chosen(errors, cfg.lqer_top_k, cfg.lqer_tensors):
-        smaller = min(rows_of[name].shape)
-        if cfg.lqer_rank > smaller:
-            raise ConfigError(f"export.lqer_rank ({cfg.lqer_rank}) is above the smaller dimension of {name} "
-                              f"({smaller})")
-        quant[name].lqer = factorize(rows_of[name], cfg.lqer_rank, cfg.lqer_bits, cfg.lqer_group)
 
 
 def quantize_state_dict(state_dict: dict[str, Tensor], cfg: ExportConfig, model_config: dict[str, Any] | None = None,
@@ -478,40 +450,13 @@ def _load_tensor(record: dict, payload: bytes, fail) -> Tensor:
         raise fail("has non-finite scales")
     qt = QuantizedTensor(q=torch.from_numpy(q.copy()).reshape(shape), scale=torch.from_numpy(scale.copy()), bits=bits)
     if "lqer" in record:
-        qt.lqer = _load_factors(record, payload, rows, numel // rows, fail)
+        from pgolf.export.lqer import read_factors
+
+        def read(key: str, n: int, itemsize: int, row_len: int) -> bytes:
+            return _read_stream(record, key, payload, n, itemsize, row_len, fail)
+
+        qt.lqer = read_factors(record["lqer"], read, rows, numel // rows, fail)
     return dequantize(qt)
-
-
-def _load_factors(record: dict, payload: bytes, rows: int, cols: int, fail):
-    """A record's LQER factors, every size and level checked against its `lqer` field."""
-    from pgolf.export.lqer import Factors, level_range
-
-    info = record["lqer"]
-    if not isinstance(info, dict):
-        raise fail(f"has a bad lqer field {info!r}")
-    rank, bits, group = (_field(info, key, int, fail) for key in ("rank", "bits", "group"))
-    if not 1 <= rank <= min(rows, cols) or not 2 <= bits <= 8 or group < 0 or (group and (rank * cols) % group):
-        raise fail(f"has an lqer field that cannot fit its shape: {info!r}")
-    a_scales = 1 if group else rows
-    b_scales = rank * cols // group if group else rank
-
-    def levels(key: str, n: int, row_len: int) -> Tensor:
-        return torch.from_numpy(np.frombuffer(_read_stream(record, key, payload, n, 1, row_len, fail),
-                                              dtype=np.int8).copy())
-
-    def scales(key: str, n: int) -> Tensor:
-        s = np.frombuffer(_read_stream(record, key, payload, 2 * n, 2, 0, fail), dtype="<f2")
-        if not np.isfinite(s).all():
-            raise fail(f"has non-finite {key}")
-        return torch.from_numpy(s.copy())
-
-    f = Factors(levels("lqer_a", rows * rank, rank).reshape(rows, rank), scales("lqer_a_scale", a_scales),
-                levels("lqer_b", rank * cols, cols).reshape(rank, cols), scales("lqer_b_scale", b_scales), bits, group)
-    for which, tensor in (("a", f.a), ("b", f.b)):
-        low, high = level_range(f, which)
-        if int(tensor.min()) < low or int(tensor.max()) > high:
-            raise fail(f"has lqer_{which} levels outside {low}..{high}")
-    return f
 
 
 def decode_artifact(source: Path | str | bytes, name: str | None = None) -> tuple[dict[str, Any], dict[str, Tensor]]:

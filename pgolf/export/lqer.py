@@ -13,10 +13,18 @@ artifact uses it (bundle.graph.GATED).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from pgolf.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pgolf.schema import ExportConfig
 
 A_LEVELS = (-2, 1)
 """A's 2-bit levels: the record's asymmetric signed range."""
@@ -94,3 +102,67 @@ def chosen(errors: dict[str, float], top_k: int, names: list[str]) -> list[str]:
     if names:
         return [n for n in errors if n in names]
     return sorted(errors, key=lambda n: (-errors[n], n))[:top_k]
+
+
+def _rows(t: Tensor) -> Tensor:
+    """The float32 (rows, cols) view export quantizes (quantize.as_rows)."""
+    t = t.detach().float()
+    return t.reshape(t.shape[0], -1) if t.ndim >= 2 else t.reshape(1, -1)
+
+
+def add_factors(out: dict[str, object], targets: dict[str, Tensor], cfg: ExportConfig) -> None:
+    """Attach factors to the chosen quantized tensors of `out` (quantize.QuantizedTensor: those with `q` levels;
+    not imported, quantize imports this module), correcting the error against `targets` (the weights the levels
+    stand for, pruning included)."""
+    quant = {n: v for n, v in out.items() if hasattr(v, "q")}
+    for name in cfg.lqer_tensors:
+        if name not in quant:
+            raise ConfigError(f"export.lqer_tensors names {name!r}, not a quantized tensor of this model")
+    errors, error_rows = {}, {}
+    for name, qt in quant.items():
+        rows = _rows(targets[name])
+        fits = not cfg.lqer_group or rows.shape[1] % cfg.lqer_group == 0
+        if cfg.lqer_tensors and name in cfg.lqer_tensors and not fits:
+            raise ConfigError(f"export.lqer_group ({cfg.lqer_group}) does not divide the row of {name} "
+                              f"({rows.shape[1]} values)")
+        if fits and (not cfg.lqer_tensors or name in cfg.lqer_tensors):
+            levels = qt.q.reshape(rows.shape).float() * qt.scale.float()[:, None]
+            error_rows[name] = rows - levels
+            errors[name] = float(error_rows[name].norm())
+    if not errors:
+        raise ConfigError(f"export.lqer_group ({cfg.lqer_group}) divides the row of no quantized tensor")
+    for name in chosen(errors, cfg.lqer_top_k, cfg.lqer_tensors):
+        smaller = min(error_rows[name].shape)
+        if cfg.lqer_rank > smaller:
+            raise ConfigError(f"export.lqer_rank ({cfg.lqer_rank}) is above the smaller dimension of {name} "
+                              f"({smaller})")
+        quant[name].lqer = factorize(error_rows[name], cfg.lqer_rank, cfg.lqer_bits, cfg.lqer_group)
+
+
+def read_factors(info: object, read: Callable[[str, int, int, int], bytes], rows: int, cols: int, fail) -> Factors:
+    """A record's factors from its `lqer` field and `read(stream, bytes, item size, row length)`, every size and
+    level checked (`fail(problem)` makes the error)."""
+    if not isinstance(info, dict) or not all(isinstance(info.get(k), int) and not isinstance(info.get(k), bool)
+                                             for k in ("rank", "bits", "group")):
+        raise fail(f"has a bad lqer field {info!r}")
+    rank, bits, group = info["rank"], info["bits"], info["group"]
+    if not 1 <= rank <= min(rows, cols) or not 2 <= bits <= 8 or group < 0 or (group and (rank * cols) % group):
+        raise fail(f"has an lqer field that cannot fit its shape: {info!r}")
+
+    def levels(key: str, n: int, row_len: int) -> Tensor:
+        return torch.from_numpy(np.frombuffer(read(key, n, 1, row_len), dtype=np.int8).copy())
+
+    def scales(key: str, n: int) -> Tensor:
+        s = np.frombuffer(read(key, 2 * n, 2, 0), dtype="<f2")
+        if not np.isfinite(s).all():
+            raise fail(f"has non-finite {key}")
+        return torch.from_numpy(s.copy())
+
+    f = Factors(levels("lqer_a", rows * rank, rank).reshape(rows, rank), scales("lqer_a_scale", 1 if group else rows),
+                levels("lqer_b", rank * cols, cols).reshape(rank, cols),
+                scales("lqer_b_scale", rank * cols // group if group else rank), bits, group)
+    for which, tensor in (("a", f.a), ("b", f.b)):
+        low, high = level_range(f, which)
+        if int(tensor.min()) < low or int(tensor.max()) > high:
+            raise fail(f"has lqer_{which} levels outside {low}..{high}")
+    return f

@@ -464,6 +464,13 @@ def validate(cfg: Config) -> None:
     need(2 <= e.lqer_bits <= 8, f"export.lqer_bits must be in 2..8, got {e.lqer_bits}")
     need(e.lqer_group >= 0, f"export.lqer_group must be >= 0 (0 = per row), got {e.lqer_group}")
     need(e.lqer_top_k >= 1, f"export.lqer_top_k must be >= 1, got {e.lqer_top_k}")
+    if e.lqer_rank > 0 and m.num_heads > 0 and m.model_dim % m.num_heads == 0:  # checked before training, not after
+        smallest = min(m.model_dim, m.num_kv_heads * (m.model_dim // m.num_heads))
+        need(e.lqer_rank <= smallest, f"export.lqer_rank ({e.lqer_rank}) is above the smaller dimension of the "
+                                      f"model's smallest matrix ({smallest}: the k/v projections)")
+        need(not e.lqer_group or m.model_dim % e.lqer_group == 0,
+             f"export.lqer_group ({e.lqer_group}) does not divide the rows LQER corrects (model.model_dim "
+             f"{m.model_dim} values)")
     problems += fit_problems(cfg.fit)
     problems += ttt_problems(cfg.ttt, m.model_dim)
     need(cfg.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {cfg.device!r}")

@@ -113,3 +113,13 @@ def test_a_rank_above_the_tensor_or_a_group_that_does_not_divide_its_row_is_refu
         quantize_state_dict(sd, dataclasses.replace(CFG, lqer_group=24, lqer_tensors=["blocks.0.mlp.fc.weight"]))
     with pytest.raises(ConfigError, match="not a quantized tensor"):
         quantize_state_dict(sd, dataclasses.replace(CFG, lqer_tensors=["blocks.0.attn_scale"]))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["export.lqer_rank=65"], r"export.lqer_rank \(65\) is above the smaller dimension of the model's smallest "
+                              r"matrix \(64"),
+    (["export.lqer_rank=4", "export.lqer_group=48"], r"export.lqer_group \(48\) does not divide the rows"),
+])
+def test_lqer_settings_the_model_cannot_take_are_refused_before_training(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        compose(overrides)  # model=tiny: width 128, k/v projections 64 x 128

@@ -13,6 +13,7 @@ score, the gain and both eval times per run, then the gain's mean and std over t
   - `ttt.context=256`, `ttt.lr=0.01`: more context, a larger adapter step.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_ttt.py --seeds 3 --ablate
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_ttt.py --seeds 3 --texts vim-help --val-tokens 16384
 """
 
 from __future__ import annotations
@@ -72,8 +73,11 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=150)
     parser.add_argument("--val-tokens", type=int, default=32768)
     parser.add_argument("--ablate", action="store_true")
+    parser.add_argument("--texts", nargs="+", choices=("builtin", "vim-help"), default=("builtin", "vim-help"))
     args = parser.parse_args()
     for name, (folder, prepare_args) in texts().items():
+        if name not in args.texts:
+            continue
         data = prepared(folder, prepare_args)
         base = [f"data.dir={data}", f"data.tokenizer={data / 'tokenizer.model'}", "model=records_tiny",
                 f"train.iterations={args.iterations}", "train.val_every=0"]

@@ -155,8 +155,11 @@ class _Phased:
             self.sums.losses[first:doc.start + w.end] = cpu[row, w.first_scored:w.length]
 
     def _global_phase(self, docs: list[Document]) -> None:
-        """SGD on every weight over the tokens of `docs` (already scored), then fresh adapters."""
+        """SGD on every weight over the tokens of `docs` (already scored), then fresh adapters; a phase over no
+        document (more phases than prefix documents) does nothing."""
         t = self.ttt
+        if not docs:
+            return
         if self.adapters is not None:
             self.adapters.detach()
             self.adapters = None

@@ -128,3 +128,13 @@ def test_every_target_is_scored_exactly_once_with_the_static_totals():
         assert (result.tokens, result.bytes) == (static.tokens, static.bytes) == (tokens.numel() - 1, static.bytes)
         assert result.token_losses.numel() == tokens.numel() - 1 and not torch.isnan(result.token_losses).any()
         assert abs(result.token_losses.double().sum().item() / result.tokens - result.loss) < 1e-6
+
+
+def test_more_phases_than_documents_scores_all_the_same():
+    """Two phases over one prefix document: the first phase ends after 0 documents and trains on nothing."""
+    tokens = val_tokens(lengths=(60, 40))
+    model, static = random_model(), None
+    result = evaluate_ttt(model, tokens, luts(), ttt_config(rank=0, phases=2, prefix_docs=1), per_token=True)
+    static = evaluate_bpb(model, tokens, luts(), seq_len=32)
+    assert (result.tokens, result.bytes) == (static.tokens, static.bytes)
+    assert not torch.isnan(result.token_losses).any()

@@ -3,7 +3,7 @@
 Thin by design: every verb delegates to a plain function (jobs, fit, sweep,
 data.prepare ...) and only renders its result. `main()` is the one place that
 maps PgolfError to a one-line message on stderr and an exit code
-(1 user/config/data, 2 usage, 3 budget, 130 interrupted); PGOLF_DEBUG=1 shows
+(1 user/config/data, 2 usage, 3 budget, 4 audit fails, 130 interrupted); PGOLF_DEBUG=1 shows
 the traceback. `--json` output alone goes to stdout.
 """
 
@@ -472,6 +472,51 @@ def report(
         raise UsageError(f"--plot {plot} must be a .png file")
     _print_report(paths, by, C.parse_size(max_bytes) if max_bytes is not None else None, plot, as_json, as_csv,
                   title=f"pgolf report: {', '.join(map(str, paths))}", baseline=baseline)
+
+
+@app.command()
+def audit(
+    folder: Annotated[Path, typer.Argument(help="A records folder (train_gpt.py, train logs, submission.json), "
+                                                "pgolf-made or not.")],
+    against: Annotated[Path | None, typer.Option(
+        "--against", help="The record it claims to beat (a records folder): improvement in nats and the one-sided "
+                          "Welch p against the README's rule (>= 0.005 nats at p < 0.01).", show_default=False)] = None,
+    against_bpb: Annotated[float | None, typer.Option(
+        "--against-bpb", help="The val_bpb it claims to beat, when there is no folder to compare seeds with.",
+        show_default=False)] = None,
+    tokenizer: Annotated[Path | None, typer.Option(
+        "--tokenizer", help="SentencePiece model for the byte-LUT check (default: the folder's own .model, or one its "
+                            "README names).", show_default=False)] = None,
+    text: Annotated[Path | None, typer.Option(
+        "--text", help="Text file the LUT counts bytes of (default: 200,000 characters of the built-in corpus).",
+        show_default=False)] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Check a records folder against the challenge's rules, offline: bytes (code the script imports or execs,
+    artifact, 16,000,000), seeds and significance, training and eval time, the byte LUT, hygiene; a pgolf folder's
+    artifact is scored again. One row per check: pass, fail, warn or unknown, with the file and line. Exit 4 when
+    a check fails.
+
+    Examples: `pgolf audit records/my_run`; `pgolf audit records/new --against records/previous_best`;
+    `pgolf audit records/new --against-bpb 1.0810 --tokenizer data/tokenizers/fineweb_1024_bpe.model --json`.
+    """
+    from pgolf.audit.audit import audit_folder
+    from pgolf.errors import AuditFailed
+    from pgolf.results.tables import column, render
+
+    report = audit_folder(folder, against, against_bpb, tokenizer, text)
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        import pandas as pd
+
+        styles = {"fail": "red", "warn": "yellow", "unknown": "dim"}
+        out.print(render(pd.DataFrame([row.as_dict() for row in report.rows]),
+                         [column(name, justify="left") for name in ("check", "item", "verdict", "detail", "evidence")],
+                         title=f"pgolf audit: {folder}", row_style=lambda row: styles.get(row["verdict"])))
+    if report.failed:
+        raise AuditFailed(f"{folder}: {len(report.failed)} checks fail: "
+                          + ", ".join(sorted({f"{row.check} ({row.item})" for row in report.failed})))
 
 
 def main(argv: list[str] | None = None) -> None:

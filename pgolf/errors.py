@@ -56,6 +56,12 @@ class BudgetError(PgolfError):
     exit_code = 3
 
 
+class AuditFailed(PgolfError):
+    """`pgolf audit` found a check that fails: the records folder breaks a challenge rule."""
+
+    exit_code = 4
+
+
 class Interrupted(PgolfError):
     """The user pressed Ctrl-C; what was trained has been saved."""
 

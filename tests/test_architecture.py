@@ -17,7 +17,7 @@ LAYERS = {
     "train": 4, "ttt": 4,
     "jobs": 5,
     "results": 6, "ship": 6,
-    "fit": 7,
+    "fit": 7, "audit": 7,
     "sweep": 8,
     "cli": 9,
     "__main__": 10,

@@ -301,6 +301,11 @@ def fit_problems(f: FitConfig) -> list[str]:
         problems.append("fit.clips has sdclip but fit.sdclip_ks is empty")
     if any(not k > 0 for k in f.sdclip_ks):
         problems.append(f"fit.sdclip_ks must all be > 0, got {f.sdclip_ks}")
+    if any(not isinstance(g, bool) for g in f.gptq):
+        problems.append(f"fit.gptq must be a list of true/false, got {f.gptq}")
+    bad_dtypes = [d for d in f.control_dtypes if d not in ("float32", "float16")]
+    if bad_dtypes:
+        problems.append(f"fit.control_dtypes must be among float32, float16, got {bad_dtypes}")
     bad_codecs = [c for c in f.codecs if c not in _CODECS or c == "auto"]
     if bad_codecs:
         problems.append(f"fit.codecs must be among {', '.join(_CODECS[1:])}, got {bad_codecs}")

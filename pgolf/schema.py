@@ -280,6 +280,9 @@ class ExportConfig:
     """Tensors with at most this many elements stay float (0 = quantize every matrix; the reference uses 65,536)."""
     float_dtype: str = "float16"
     """Storage dtype of kept-float tensors (float16, bfloat16 or float32)."""
+    control_dtype: str = "float32"
+    """Storage dtype of the control tensors (gains, scales, mixes, gates): float32 as the reference keeps them, or
+    float16 (half their bytes)."""
     prune: float = 0.0
     """Fraction of weights to prune (meaning set by `prune_kind`)."""
     prune_kind: str = "magnitude"
@@ -330,12 +333,19 @@ class FitConfig:
     """Bit-widths tried for each non-embedding tensor group (and for single tensors when filling)."""
     embed_bits: list[int] = field(default_factory=lambda: [5, 6, 7, 8])
     """Bit-widths tried for the embedding group (it is the most sensitive per weight)."""
-    clips: list[str] = field(default_factory=list)
-    """Clip strategies tried (empty: the base export.clip)."""
-    sdclip_ks: list[float] = field(default_factory=lambda: [10.0, 14.0, 20.0])
-    """k values tried when fit.clips lists sdclip."""
+    clips: list[str] = field(default_factory=lambda: ["mse", "sdclip"])
+    """Clip strategies tried, one knapsack each (empty: the base export.clip)."""
+    sdclip_ks: list[float] = field(default_factory=lambda: [10.0, 20.0])
+    """sdclip k values tried for each tensor group apart (the knapsack picks one per group), when fit.clips lists
+    sdclip; the base export's own k of a group is tried too when its clip is sdclip."""
+    gptq: list[bool] = field(default_factory=lambda: [False, True])
+    """Level choice tried: rounding (false) and GPTQ (true), one knapsack each (empty: the base export.gptq)."""
+    control_dtypes: list[str] = field(default_factory=lambda: ["float32", "float16"])
+    """Storage of the control tensors tried (export.control_dtype), priced in bytes and Fisher error like a bit
+    (empty: the base export.control_dtype)."""
     codecs: list[str] = field(default_factory=list)
-    """Codecs tried (empty: the base export.codec, with auto searched as ctx)."""
+    """Codecs tried, one knapsack each with its own shipped code bytes (empty: the base export.codec; auto is
+    searched as ctx and rans, so ctx is chosen only where its smaller streams pay for its larger decoder)."""
     max_prune: float = 0.3
     """Largest selective-pruning fraction the pruning fill may use (0 = no pruning)."""
     lqer_ranks: list[int] = field(default_factory=lambda: [0])
@@ -343,7 +353,7 @@ class FitConfig:
     width; [0] turns it off."""
     fill: float = 0.995
     """Pruning bisection stops once a candidate uses this share of the model-byte limit."""
-    fill_candidates: int = 3
+    fill_candidates: int = 2
     """Proxy-frontier points above the budget that are pruned down to fit."""
     evals: int = 3
     """Fitting candidates evaluated in BPB, best proxy first (plus the uniform anchors)."""

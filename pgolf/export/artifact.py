@@ -7,9 +7,10 @@ and reports the order-0 entropy bound beside the real bytes.
 
 Decisions worth knowing:
 - Kept float: control tensors (q_gain, attn_scale, mlp_scale, resid_mix,
-  skip_weights, ln_scale) as float32 whatever their size, as the reference
-  does; other tensors with <= `float_max_numel` elements, or in a group whose
-  `group_bits` is 16, as `float_dtype`. Everything else is quantized at
+  skip_weights, ln_scale, the record-era gates) whatever their size, as
+  `control_dtype` (float32 as the reference, or float16); other tensors
+  with <= `float_max_numel` elements, or in a group whose `group_bits` is
+  16, as `float_dtype`. Everything else is quantized at
   `group_bits.<group>` (0 = `bits`), one int8 level per value.
 - `tensor_bits` names single tensors and wins over both rules above: 2..8
   quantizes the tensor at that width whatever its size, 16 keeps it float.
@@ -69,6 +70,7 @@ from pgolf.schema import ExportConfig
 FORMAT = "pgolf-artifact"
 FLOAT_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 PRUNE_KINDS = ("magnitude", "global", "rows", "cols", "heads", "selective")
+CONTROL_DTYPES = ("float32", "float16")
 _ATTN_PART = {"attn_q": "q", "attn_k": "k", "attn_v": "v", "attn_out": "proj"}
 
 QuantizedStateDict = dict[str, "QuantizedTensor | Tensor"]
@@ -108,6 +110,9 @@ def check_export_config(cfg: ExportConfig) -> None:
         raise ConfigError(f"export.clip must be one of {', '.join(CLIPS)}, got {cfg.clip!r}")
     if cfg.float_dtype not in FLOAT_DTYPES:
         raise ConfigError(f"export.float_dtype must be one of {', '.join(FLOAT_DTYPES)}, got {cfg.float_dtype!r}")
+    if cfg.control_dtype not in CONTROL_DTYPES:
+        raise ConfigError(f"export.control_dtype must be one of {', '.join(CONTROL_DTYPES)}, got "
+                          f"{cfg.control_dtype!r}")
     if cfg.prune_kind not in PRUNE_KINDS:
         raise ConfigError(f"export.prune_kind must be one of {', '.join(PRUNE_KINDS)}, got {cfg.prune_kind!r}")
     if not 0 <= cfg.prune < 1:
@@ -129,7 +134,7 @@ def _plan(name: str, t: Tensor, cfg: ExportConfig) -> tuple[str, int | str]:
     if not t.is_floating_point():
         raise ArtifactError(f"tensor {name} has dtype {t.dtype}; export handles floating-point tensors only")
     if is_control(name):
-        return "float", "float32"
+        return "float", cfg.control_dtype
     if name in cfg.tensor_bits:
         bits = cfg.tensor_bits[name]
         return ("float", cfg.float_dtype) if bits == 16 else ("quant", bits)
@@ -215,6 +220,9 @@ def _quantize(state_dict: dict[str, Tensor], cfg: ExportConfig, model_config: di
         kind, how = plans[name]
         if kind == "float":
             out[name] = t.detach().cpu().to(FLOAT_DTYPES[how])
+            if bool(torch.isfinite(t).all()) and not bool(torch.isfinite(out[name]).all()):
+                raise ArtifactError(f"tensor {name} overflows {how} (largest |value| {float(t.abs().max()):g}); "
+                                    "keep it wider (export.float_dtype / export.control_dtype)")
             zeros.setdefault(name, 0)
         else:
             try:

@@ -70,6 +70,14 @@ def _inverse_cholesky(hessian: Tensor, damp: float, name: str) -> Tensor:
 
 def gptq_levels(w: Tensor, hessian: Tensor, qt: QuantizedTensor, damp: float = 0.01, name: str = "") -> QuantizedTensor:
     """`qt` (w quantized per row by its clip) with its levels re-chosen by GPTQ under `hessian` (cols x cols)."""
+    return gptq_levels_many(w, hessian, [qt], damp, name)[0]
+
+
+def gptq_levels_many(w: Tensor, hessian: Tensor, qts: list[QuantizedTensor], damp: float = 0.01,
+                     name: str = "") -> list[QuantizedTensor]:
+    """`gptq_levels` of `w` on several grids (bits, scales) at once, bit for bit what one call per grid gives:
+    the Hessian is factored once and the column loop runs once for all grids (fit-budget quantizes each tensor
+    on every grid of its search space)."""
     rows = as_rows(w)  # (R, C)
     n_cols = rows.shape[1]
     if hessian.shape != (n_cols, n_cols):
@@ -79,26 +87,32 @@ def gptq_levels(w: Tensor, hessian: Tensor, qt: QuantizedTensor, damp: float = 0
     h[dead, dead] = 1.0
     order = torch.argsort(h.diagonal(), descending=True, stable=True)
     h = h[order][:, order]
-    work = rows.double()[:, order].clone()  # (R, C), in processing order
-    keep_zero = work == 0
-    scale = qt.scale.double()[:, None]  # (R, 1)
-    qmax = qmax_of(qt.bits)
+    grids = len(qts)
+    work = rows.double()[:, order].expand(grids, -1, -1).clone()  # (G, R, C), in processing order
+    keep_zero = work[0] == 0  # (R, C)
+    scale = torch.stack([qt.scale.double() for qt in qts])[:, :, None]  # (G, R, 1)
+    qmax = torch.tensor([float(qmax_of(qt.bits)) for qt in qts], dtype=torch.float64)[:, None, None]  # (G, 1, 1)
     u = _inverse_cholesky(h, damp, name)
     levels = torch.empty_like(work)
     for start in range(0, n_cols, _BLOCK):
         end = min(start + _BLOCK, n_cols)
-        block = work[:, start:end].clone()
+        block = work[:, :, start:end].clone()
         errors = torch.empty_like(block)
         u_block = u[start:end, start:end]
         for j in range(end - start):
-            q = torch.clamp(torch.round(block[:, j : j + 1] / scale), -qmax, qmax)  # (R, 1)
-            q[keep_zero[:, start + j : start + j + 1]] = 0
-            levels[:, start + j : start + j + 1] = q
-            err = (block[:, j : j + 1] - q * scale) / u_block[j, j]
-            block[:, j + 1 :] -= err * u_block[j : j + 1, j + 1 :]
-            errors[:, j : j + 1] = err
-        work[:, end:] -= errors @ u[start:end, end:]
-    levels[:, dead[order]] = qt.q.reshape(rows.shape)[:, order][:, dead[order]].double()
-    restored = torch.empty_like(levels)
-    restored[:, order] = levels
-    return QuantizedTensor(q=restored.to(torch.int8).reshape(qt.q.shape), scale=qt.scale, bits=qt.bits)
+            q = torch.minimum(torch.maximum(torch.round(block[:, :, j : j + 1] / scale), -qmax), qmax)  # (G, R, 1)
+            q[:, keep_zero[:, start + j]] = 0
+            levels[:, :, start + j : start + j + 1] = q
+            err = (block[:, :, j : j + 1] - q * scale) / u_block[j, j]
+            block[:, :, j + 1 :] -= err * u_block[j : j + 1, j + 1 :]
+            errors[:, :, j : j + 1] = err
+        for g in range(grids):  # one product per grid: the same arithmetic as a single grid's, bit for bit
+            work[g, :, end:] -= errors[g] @ u[start:end, end:]
+    out = []
+    for g, qt in enumerate(qts):
+        grid_levels = levels[g]
+        grid_levels[:, dead[order]] = qt.q.reshape(rows.shape)[:, order][:, dead[order]].double()
+        restored = torch.empty_like(grid_levels)
+        restored[:, order] = grid_levels
+        out.append(QuantizedTensor(q=restored.to(torch.int8).reshape(qt.q.shape), scale=qt.scale, bits=qt.bits))
+    return out

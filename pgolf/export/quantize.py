@@ -36,7 +36,7 @@ GROUPS = ("embed", "attn_q", "attn_k", "attn_v", "attn_out", "mlp_in", "mlp_out"
 CLIPS = ("max", "percentile", "sdclip", "mse")
 CONTROL_PATTERNS = ("q_gain", "attn_scale", "mlp_scale", "resid_mix", "skip_weight", "ln_scale", "skip_gates",
                     "attn_gate_w", "smear_gate", "smear_lambda", "parallel_post_lambdas", "parallel_resid_lambdas")
-"""Name fragments of control tensors, kept in fp32 whatever their size (as the reference does)."""
+"""Name fragments of control tensors, kept float whatever their size (export.control_dtype: fp32 as the reference)."""
 
 _GROUP_PATTERNS = (
     (".attn.c_q.", "attn_q"), (".attn.c_k.", "attn_k"), (".attn.c_v.", "attn_v"), (".attn.proj.", "attn_out"),
@@ -61,7 +61,7 @@ def tensor_group(name: str) -> str:
 
 
 def is_control(name: str) -> bool:
-    """True for gains, scales, mixes, skip weights and the record-era gates and lane mixes, which stay fp32."""
+    """True for gains, scales, mixes, skip weights and the record-era gates and lane mixes, which stay float."""
     return any(pattern in name for pattern in CONTROL_PATTERNS)
 
 

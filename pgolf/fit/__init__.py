@@ -5,16 +5,21 @@ The search, in order (every size below is exact: the real coded bytes of every s
    weight's diagonal empirical Fisher F (squared per-sequence gradients). A
    candidate's proxy loss is sum(F * (w - dequantized w)^2) over all quantized
    weights: the second-order estimate of what its round trip costs.
-2. Sizes. Each quantized tensor is quantized once per (bits, clip, clip_k) in
-   the space (cached) and its streams coded with the search codec; kept-float
-   tensors are coded once. The container frame/header is measured from one
-   cheap real export (clip=max) plus a slack; it barely moves between candidates.
-   With export.gptq the levels of every linear layer are GPTQ's on that grid
-   (Hessians measured once, before the search), as the export makes them.
-3. Bits per group. Sizes and proxies add up over tensor groups, so every
-   combination of group bits (embedding from `embed_bits`, the other groups
-   from `bits`) is scored at once with numpy; the combinations that are best
-   in proxy for their size form the proxy frontier.
+2. Sizes. Each quantized tensor is quantized once per (bits, clip, sdclip k,
+   GPTQ or rounding) in the space (cached; GPTQ runs all of a tensor's grids in
+   one pass, bit for bit what one grid at a time gives) and its streams coded
+   with each searched codec; kept-float tensors are coded once, the control
+   tensors once per width (float32, float16). The container frame/header is
+   measured from one cheap real export (clip=max) plus a slack per codec.
+   With GPTQ in the space the layer Hessians are measured once, and every
+   linear layer's proxy becomes the error of its outputs (sum_i s_i d_i H d_i^T,
+   s_i the row's Fisher over tr H): GPTQ trades weight error for output error,
+   so only that form ranks its levels and rounding's alike.
+3. Bits per group. Sizes and proxies add up over tensor groups, so the group
+   options (bits, and with sdclip each group's k apart: embedding bits from
+   `embed_bits`, the others from `bits`) and the control tensors' width are
+   combined as a Pareto frontier of summed bytes and proxy, merged one group
+   at a time (a dominated partial sum never leads to a frontier point).
 4. Filling. The best combination that fits leaves bytes unused, so the next
    frontier points above the budget are brought under it with `selective`
    pruning (smallest-error quantized levels zeroed, export.prune_kind=selective),
@@ -34,10 +39,11 @@ The search, in order (every size below is exact: the real coded bytes of every s
    raise fits. The leftover is then below one tensor's one-bit step. Written
    as export.tensor_bits; labelled like `[i3=7 k0=7]` (group letter + block).
 6. Evaluations. BPB is measured (on the first `val_tokens` validation tokens)
-   only for fitting candidates: the `evals` best by proxy plus two uniform
-   anchors (the highest uniform bit-width that fits, and the next one up
-   pruned to fit), so the result is never worse on that slice than the plain
-   "same bits everywhere" choice. The best measured candidate is chosen. When
+   only for fitting candidates: the `evals` best by proxy, and in each level
+   choice (rounding, GPTQ) its best by proxy and its best uniform anchors (the
+   highest uniform bit-width that fits, and the next one up pruned to fit), so
+   the result is never worse on that slice than the plain "same bits
+   everywhere" choice. The best measured candidate is chosen. When
    it has a raised copy not yet measured, that copy is measured too and kept
    if its BPB is not worse (so bytes are spent only when they do not hurt).
 7. Final. The choice is exported by the normal path (export_state_dict ->
@@ -48,11 +54,13 @@ The search, in order (every size below is exact: the real coded bytes of every s
 
 The search space is the `fit` config group (pgolf/config.py FitConfig,
 conf/fit/default.yaml): `pgolf fit-budget runs/x --max-bytes 420KB fit.bits=[5,6,7]`.
-Codec and clip are outer axes: the search runs once per (codec, clip, clip_k)
-and pools the candidates. codec=auto in the base config searches with `ctx`
-(the context coder: exact sizes, never larger than `rans`, and usually the
-smallest);
-any other codec is searched as given. Byte-shuffle is not modelled: export
+Codec, clip kind and level choice (fit.gptq) are outer axes: the search runs
+once per (codec, clip, gptq) and pools the candidates. Each setting has its own
+code reserve, the script its codec and GPTQ would ship, so its stream limit is
+the budget less its own code: codec=auto in the base config searches `ctx`
+(the context coder: the smallest streams, and a larger decoder) and `rans`
+(no context coder in the script), so ctx wins only where its streams pay for
+its code. Any other codec is searched as given. Byte-shuffle is not modelled: export
 only keeps a shuffled stream when it is smaller, so predicted sizes are upper
 bounds. export.prune and export.prune_kind in the base config are ignored: pruning
 is a search variable; so are export.tensor_bits entries other than 16 (a 16

@@ -23,8 +23,9 @@ from pgolf.export.artifact import (
     export_state_dict,
 )
 from pgolf.export.coding import codecs
-from pgolf.fit.search import ANCHORS, Candidate, Search, export_config_of, search_settings
-from pgolf.fit.sizes import SizeTable, fisher_weights, header_overhead
+from pgolf.export.quantize import GROUPS
+from pgolf.fit.search import ANCHORS, BISECT_STEPS, Candidate, Search, export_config_of, search_settings
+from pgolf.fit.sizes import Setting, SizeTable, fisher_weights, header_overhead
 from pgolf.jobs.export_job import write_artifact_record
 from pgolf.jobs.layout import float_weights, output_paths
 from pgolf.jobs.models import rebuild_model
@@ -77,7 +78,7 @@ def fit_budget(source: Path, cfg: C.Config, max_bytes: int, margin: int = 0,
     model = rebuild_model(model_config, state, where=source)
     found = _search(search, model, scorer, limit_total, max_bytes, margin)
     chosen, export_cfg, exported = _export_verified(search, found.table, found.chosen, cfg,
-                                                    limit_total - found.code_reserve)
+                                                    limit_total - found.code_reserve[found.chosen.setting])
     chosen_cfg = dataclasses.replace(cfg, export=export_cfg)
     code_bytes = count_code_bytes(chosen_cfg)  # the script pack ships for the chosen config
     paths = output_paths(source, max_bytes)
@@ -93,10 +94,11 @@ def fit_budget(source: Path, cfg: C.Config, max_bytes: int, margin: int = 0,
         "val_loss_roundtrip": rt.loss, "val_bpb_roundtrip": rt.bpb, "val_tokens_roundtrip": rt.tokens,
         **scores.ttt_fields(), **scorer.scored_on,
         "bytes": {"model": file_bytes, "code": code_bytes, "total": file_bytes + code_bytes}})
-    chosen.model_bytes = (chosen.stream_bytes + found.overhead  # a shrunk choice kept its parent's prediction
-                          + search.lqer_header(found.table, chosen))
+    chosen.model_bytes = (chosen.stream_bytes + found.overhead[chosen.setting.codec]  # a shrunk choice kept its
+                          + search.lqer_header(found.table, chosen))                # parent's prediction
     evaluated = found.measured if chosen in found.measured else [*found.measured, chosen]
-    rows = candidate_frame(evaluated, chosen, file_bytes, code_bytes, limit_total, found.float_search_bpb)
+    rows = candidate_frame(evaluated, chosen, file_bytes, code_bytes, found.code_reserve, limit_total,
+                           found.float_search_bpb)
     summary = {
         "source": kind, "params": sum(t.numel() for t in state.values()),
         "max_bytes": max_bytes, "margin": margin, "limit_bytes": limit_total,
@@ -129,9 +131,10 @@ class _Found:
     measured: list[Candidate]
     table: SizeTable
     pool_size: int
-    overhead: int
-    """Predicted container frame + header + slack, added to every candidate's stream bytes."""
-    code_reserve: int
+    overhead: dict[str, int]
+    """Predicted container frame + header + slack per codec, added to every candidate's stream bytes."""
+    code_reserve: dict[Setting, int]
+    """Code bytes reserved per setting (its codec's and GPTQ's modules in the script)."""
     float_search_bpb: float
 
 
@@ -139,43 +142,60 @@ def _search(search: Search, model: torch.nn.Module, scorer: Scorer, limit_total:
             margin: int) -> _Found:
     """Steps 1-6: Fisher weights, exact sizes, the candidate pool over every setting, the measured choice."""
     cfg, space = search.cfg, search.space
-    code_bytes = code_reserve(cfg, search.quant_names)
     settings = search_settings(cfg.export, space)
-    overhead = header_overhead(search.state, search.model_config, cfg.export, settings[0].codec)
-    slack = max(64, overhead // 50)
+    by_code = {(s.codec, s.gptq): s for s in settings}  # the clip changes no module of the script
+    reserve = {s: code_reserve(cfg, by_code[s.codec, s.gptq], search.quant_names) for s in settings}
+    overhead = {}
+    for codec in dict.fromkeys(s.codec for s in settings):
+        frame = header_overhead(search.state, search.model_config, cfg.export, codec)
+        overhead[codec] = frame + max(64, frame // 50)  # + slack
+    params = dict(model.named_parameters())
     fisher = fisher_weights(model, scorer.val.tokens[: space.fisher_tokens + 1], space.fisher_seq_len,
-                            search.quant_names)
-    table = SizeTable(search.state, search.quant_names, fisher, cfg.export,
-                       calibration_hessians(model, cfg, scorer.setup))
+                            search.quant_names + [n for n in search.control_names if n in params])
+    gptq_cfg = dataclasses.replace(cfg, export=dataclasses.replace(cfg.export, gptq=True))
+    hessians = calibration_hessians(model, gptq_cfg, scorer.setup) if any(s.gptq for s in settings) else None
+    table = SizeTable(search.state, search.quant_names, fisher, cfg.export, hessians)
     pool: dict[tuple, Candidate] = {}
     smallest = None
-    stream_limit = limit_total - code_bytes - overhead - slack
     for s in settings:
+        stream_limit = limit_total - reserve[s] - overhead[s.codec]
         for cand in search.candidates(table, s, stream_limit):
-            cand.model_bytes = cand.stream_bytes + overhead + slack + search.lqer_header(table, cand)
+            cand.model_bytes = cand.stream_bytes + overhead[s.codec] + search.lqer_header(table, cand)
             key = search.key(cand)
             if key not in pool or cand.origin in ANCHORS:  # an anchor is always measured; keep it as one
                 pool[key] = cand
-        size = search.smallest(table, s) + overhead + code_bytes
+        size = search.smallest(table, s) + overhead[s.codec] + reserve[s]
         smallest = size if smallest is None else min(smallest, size)
     if not pool:
         raise BudgetError(f"budget {max_bytes:,} - margin {margin:,} = {limit_total:,} bytes cannot be met: the "
-                          f"smallest configuration reachable is {smallest:,} bytes total ({code_bytes:,} of them code)")
+                          f"smallest configuration reachable is {smallest:,} bytes total (code included)")
     float_search_bpb = search.evaluate(search.state)
-    chosen, measured = search.choose(table, list(pool.values()), stream_limit, overhead + slack)
-    return _Found(chosen, measured, table, len(pool), overhead + slack, code_bytes, float_search_bpb)
+    chosen, measured = search.choose(table, list(pool.values()))
+    return _Found(chosen, measured, table, len(pool), overhead, reserve, float_search_bpb)
 
 
-def code_reserve(cfg: C.Config, quant_names: list[str]) -> int:
-    """Code bytes the search reserves: the packed script of the largest export config the search can choose (every
-    quantized tensor named in tensor_bits, selective pruning when allowed), so the chosen config's own script,
-    measured after the choice, fits too."""
-    widest = dataclasses.replace(cfg.export, tensor_bits={name: 7 for name in quant_names})
+_CODE_SLACK = 128
+"""Bytes added to the widest config's measured script: the lzma-wrapped script's size moves by tens of bytes with
+the config values' text (ks, pruning fractions), which the widest config cannot bound exactly."""
+
+
+def code_reserve(cfg: C.Config, s: Setting, quant_names: list[str]) -> int:
+    """Code bytes the search reserves for setting `s`: the packed script of the largest export config the search can
+    choose with its codec and level choice (sdclip with every group's k apart, every quantized tensor named in
+    tensor_bits, a bisected pruning fraction, the control tensors at float16), plus a slack, so the chosen config's
+    own script, measured after the choice, fits too (one script build per codec and level choice)."""
+    ks = sorted({*map(float, cfg.fit.sdclip_ks), cfg.export.clip_k,
+                 *(cfg.export.group_clip_k.for_group(g, cfg.export.clip_k) for g in GROUPS)},
+                key=lambda k: -len(repr(k)))
+    widest = dataclasses.replace(cfg.export, codec=s.codec, gptq=s.gptq, clip="sdclip",
+                                 tensor_bits={name: 7 for name in quant_names}, control_dtype="float16",
+                                 group_clip_k=C.GroupClipK(**{g: ks[i % len(ks)] for i, g in enumerate(GROUPS)}))
     if max(cfg.fit.lqer_ranks) > 0:  # every tensor given LQER factors: the module and every name in the config
         widest = dataclasses.replace(widest, lqer_rank=max(cfg.fit.lqer_ranks), lqer_tensors=list(quant_names))
-    if cfg.fit.max_prune > 0:
-        widest = dataclasses.replace(widest, prune=cfg.fit.max_prune, prune_kind="selective")
-    return max(count_code_bytes(cfg), count_code_bytes(dataclasses.replace(cfg, export=widest)))
+    if cfg.fit.max_prune > 0:  # the longest fraction the fill's bisection can print
+        widest = dataclasses.replace(widest, prune=cfg.fit.max_prune * (1 - 2.0**-BISECT_STEPS) / 3,
+                                     prune_kind="selective")
+    return count_code_bytes(dataclasses.replace(cfg, export=widest)) + _CODE_SLACK
 
 
 def _export_verified(search: Search, table: SizeTable, chosen: Candidate, cfg: C.Config, limit_model: int):
@@ -209,21 +229,23 @@ ROW_FIELDS = ("config", "origin", "predicted_model_bytes", "measured_model_bytes
 
 
 def candidate_frame(evaluated: list[Candidate], chosen: Candidate, measured_bytes: int, code_bytes: int,
-                    limit_total: int, float_bpb: float) -> pd.DataFrame:
+                    code_reserve: dict[Setting, int], limit_total: int, float_bpb: float) -> pd.DataFrame:
     """One row per evaluated candidate (search-slice BPB) in ROW_FIELDS order, sorted by total bytes, the Pareto
     frontier (of total bytes against BPB) and the choice marked.
 
     Only the chosen candidate is ever written: `measured_model_bytes` is its artifact's file size
     (`measured_bytes`) and NA for the rest; `predicted_model_bytes` is every candidate's search prediction
     (streams + header estimate + slack), the chosen one's too. `total_bytes` and `headroom_bytes` use the measured
-    size where there is one, else the prediction; `bytes_basis` says which ("measured" or "predicted").
+    size where there is one, else the prediction; `bytes_basis` says which ("measured" or "predicted"). So do the
+    code bytes: the chosen config's measured script, else the reserve of the candidate's setting (codec, GPTQ).
     """
     def row(c: Candidate) -> dict[str, Any]:
         measured = measured_bytes if c is chosen else None
         model_bytes = c.model_bytes if measured is None else measured
+        code = code_bytes if c is chosen else code_reserve[c.setting]
         return {"config": c.label(), "origin": c.origin, "predicted_model_bytes": c.model_bytes,
-                "measured_model_bytes": measured, "code_bytes": code_bytes, "total_bytes": model_bytes + code_bytes,
-                "headroom_bytes": limit_total - model_bytes - code_bytes,
+                "measured_model_bytes": measured, "code_bytes": code, "total_bytes": model_bytes + code,
+                "headroom_bytes": limit_total - model_bytes - code,
                 "bytes_basis": "predicted" if measured is None else "measured",
                 "val_bpb": c.val_bpb, "delta_bpb": c.val_bpb - float_bpb, "proxy": c.proxy, "frontier": False,
                 "chosen": c is chosen}

@@ -5,6 +5,7 @@ bytes, its Fisher-weighted error and its selective-pruning order (steps 1-2 of t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass
 
@@ -16,40 +17,72 @@ from torch import Tensor
 from pgolf import config as C
 from pgolf.errors import ConfigError
 from pgolf.export.artifact import (
+    FLOAT_DTYPES,
     export_state_dict,
     tensor_streams,
 )
 from pgolf.export.coding import codecs
-from pgolf.export.gptq import gptq_levels
+from pgolf.export.gptq import gptq_levels_many
 from pgolf.export.quantize import (
     QuantizedTensor,
     as_rows,
     dequantize,
     quantize_rows,
-    tensor_group,
 )
 
 
 @dataclass(frozen=True)
 class Setting:
+    """An outer axis point of the search (one knapsack each): clip kind, codec, GPTQ or rounding."""
+
     clip: str
-    clip_k: float
     codec: str
+    gptq: bool = False
+
+
+@dataclass(frozen=True)
+class Quant:
+    """Everything one quantized tensor's levels, bytes and error depend on."""
+
+    bits: int
+    clip: str
+    k: float
+    """sdclip's k (0 for the other clips)."""
+    gptq: bool
+    codec: str
+
+    def at(self, bits: int) -> Quant:
+        return dataclasses.replace(self, bits=bits)
 
 
 @dataclass
 class QuantizedEntry:
-    """One tensor at one (bits, clip, k): levels, scale, costs and the selective-pruning order."""
+    """One tensor at one Quant: levels, scale, costs and (when first pruned) the selective-pruning order."""
 
     qt: QuantizedTensor
     scale_bytes: int
     q_bytes: int
     err: float
-    """Fisher-weighted squared error at prune 0."""
-    order: Tensor
-    """Flat indices of nonzero levels, cheapest to zero first (as export's prune_selective orders them)."""
-    err_cumsum: np.ndarray
-    """Added weighted error after zeroing the first j+1 entries of `order`."""
+    """Proxy loss at prune 0 (`SizeTable.weighted_error`)."""
+    rows: Tensor
+    """The float weights as rows (R, C)."""
+    fisher: Tensor
+    """Their diagonal Fisher, same shape."""
+
+    @functools.cached_property
+    def order(self) -> Tensor:
+        """Flat indices of nonzero levels, cheapest to zero first (as export's prune_selective orders them); sorted
+        only for the entries a fill prunes."""
+        rows, qt = self.rows, self.qt
+        self._cost = (rows**2 - (rows - qt.q.reshape(rows.shape).float() * qt.scale.float()[:, None]) ** 2).reshape(-1)
+        nonzero = torch.nonzero(qt.q.reshape(-1)).squeeze(1)
+        return nonzero[torch.sort(self._cost[nonzero], stable=True).indices]
+
+    @functools.cached_property
+    def err_cumsum(self) -> np.ndarray:
+        """Added weighted error after zeroing the first j+1 entries of `order`."""
+        order = self.order
+        return np.cumsum((self.fisher.reshape(-1)[order].double() * self._cost[order].double()).numpy())
 
 
 @dataclass
@@ -88,84 +121,131 @@ def fisher_weights(model: torch.nn.Module, tokens: Tensor, seq_len: int, names: 
 
 
 class SizeTable:
-    """Quantized tensors, their coded sizes and weighted errors, computed once per (name, bits, clip, k, codec)."""
+    """Quantized tensors, their coded sizes and weighted errors, computed once per (name, Quant); the levels once
+    per (name, bits, clip, k, gptq), whatever the codec."""
 
     def __init__(self, state: dict[str, Tensor], quant_names: list[str], fisher: dict[str, Tensor],
                  cfg: C.ExportConfig, hessians: dict[str, Tensor] | None = None):
         self.state, self.quant_names, self.fisher, self.cfg = state, quant_names, fisher, cfg
-        self.hessians = hessians
-        """GPTQ's layer Hessians when export.gptq (the levels of those tensors are GPTQ's, as export makes them)."""
+        self.hessians = hessians or {}
+        """GPTQ's layer Hessians (measured when a setting uses GPTQ): with `Quant.gptq` the levels of those tensors
+        are GPTQ's, as export makes them."""
+        self.levels_cache: dict[tuple, QuantizedTensor] = {}
         self.cache: dict[tuple, QuantizedEntry] = {}
         self.pruned_cache: dict[tuple, tuple[int, float]] = {}
         self.lqer_cache: dict[tuple, LQEREntry | None] = {}
+        self.float_cache: dict[tuple, tuple[int, float]] = {}
 
-    def lqer(self, name: str, bits: int, s: Setting, rank: int) -> LQEREntry | None:
-        """The tensor at `bits` (prune 0) with rank-`rank` LQER factors; None when export could not store them
+    def _grid(self, name: str, q: Quant) -> tuple:
+        """The levels' cache key: GPTQ only counts for tensors it applies to (linear layers)."""
+        return name, q.bits, q.clip, q.k, q.gptq and name in self.hessians
+
+    def prepare(self, name: str, quants: list[Quant]) -> None:
+        """Quantize `name` on every grid of `quants` not cached yet, the GPTQ ones in one batched pass."""
+        todo = {self._grid(name, q): q for q in quants}
+        todo = {key: q for key, q in todo.items() if key not in self.levels_cache}
+        w = self.state[name].detach().cpu()
+        rounded = {key: quantize_rows(w, q.bits, q.clip, self.cfg.clip_percentile, q.k, self.cfg.scale_min)
+                   for key, q in todo.items()}
+        gptq_keys = [key for key in rounded if key[-1]]
+        if gptq_keys:
+            done = gptq_levels_many(w, self.hessians[name], [rounded[key] for key in gptq_keys], self.cfg.gptq_damp,
+                                    name)
+            rounded.update(zip(gptq_keys, done))
+        self.levels_cache.update(rounded)
+
+    def levels(self, name: str, q: Quant) -> QuantizedTensor:
+        key = self._grid(name, q)
+        if key not in self.levels_cache:
+            self.prepare(name, [q])
+        return self.levels_cache[key]
+
+    def lqer(self, name: str, q: Quant, rank: int) -> LQEREntry | None:
+        """The tensor at `q` (prune 0) with rank-`rank` LQER factors; None when export could not store them
         (the group does not divide its row, or the rank is above its smaller dimension)."""
-        key = (name, bits, s, rank)
+        key = (name, q, rank)
         if key not in self.lqer_cache:
-            self.lqer_cache[key] = self._lqer(name, bits, s, rank)
+            self.lqer_cache[key] = self._lqer(name, q, rank)
         return self.lqer_cache[key]
 
-    def _lqer(self, name: str, bits: int, s: Setting, rank: int) -> LQEREntry | None:
+    def _lqer(self, name: str, q: Quant, rank: int) -> LQEREntry | None:
         from pgolf.export.lqer import factorize
 
-        e, entry = self.cfg, self.get(name, bits, s.clip, s.clip_k, s.codec)
+        e, entry = self.cfg, self.get(name, q)
         rows = as_rows(self.state[name].detach().cpu())
         if (e.lqer_group and rows.shape[1] % e.lqer_group) or rank > min(rows.shape):
             return None
         qt = dataclasses.replace(entry.qt, lqer=factorize(rows - as_rows(dequantize(entry.qt)), rank, e.lqer_bits,
                                                           e.lqer_group))
         streams = {k: v for k, v in tensor_streams(qt).items() if k.startswith("lqer")}
-        coded = sum(len(codecs.encode(s.codec, *stream_args(v, e.codec_level))) for v in streams.values())
-        header = {k: {"codec": s.codec, "length": 10**6, "offset": 10**8, "raw_bytes": len(v[0])}
+        coded = sum(len(codecs.encode(q.codec, *stream_args(v, e.codec_level))) for v in streams.values())
+        header = {k: {"codec": q.codec, "length": 10**6, "offset": 10**8, "raw_bytes": len(v[0])}
                   for k, v in streams.items()}  # the record lines export adds (offsets at their widest)
         header["lqer"] = {"bits": e.lqer_bits, "group": e.lqer_group, "rank": rank}
         header_bytes = len(json.dumps(header, sort_keys=True, separators=(",", ":")))
-        deq = as_rows(dequantize(qt))
-        err = float((self.fisher[name].reshape(rows.shape).double() * (rows - deq).double() ** 2).sum())
+        err = self.weighted_error(name, rows - as_rows(dequantize(qt)))
         return LQEREntry(qt=qt, extra_bytes=coded, header_bytes=header_bytes, err=err)
 
-    def get(self, name: str, bits: int, clip: str, clip_k: float, codec: str) -> QuantizedEntry:
-        key = (name, bits, clip, clip_k, codec)
+    def get(self, name: str, q: Quant) -> QuantizedEntry:
+        key = (name, q)
         if key not in self.cache:
-            self.cache[key] = self._compute(name, bits, clip, clip_k, codec)
+            self.cache[key] = self._compute(name, q)
         return self.cache[key]
 
-    def cost(self, name: str, bits: int, s: Setting, prune: float) -> tuple[int, float]:
-        """(exact coded bytes, weighted error) of one tensor at `bits` after selective pruning at `prune`."""
-        entry = self.get(name, bits, s.clip, s.clip_k, s.codec)
+    def cost(self, name: str, q: Quant, prune: float) -> tuple[int, float]:
+        """(exact coded bytes, weighted error) of one tensor at `q` after selective pruning at `prune`."""
+        entry = self.get(name, q)
         if prune == 0:
             return entry.q_bytes + entry.scale_bytes, entry.err
-        key = (name, bits, s, prune)
+        key = (name, q, prune)
         if key not in self.pruned_cache:
             qt, added = pruned_levels(entry, prune)
             q_bytes = entry.q_bytes if qt is entry.qt else len(codecs.encode(
-                s.codec, *stream_args(tensor_streams(qt)["q"], self.cfg.codec_level)))
+                q.codec, *stream_args(tensor_streams(qt)["q"], self.cfg.codec_level)))
             self.pruned_cache[key] = (q_bytes + entry.scale_bytes, entry.err + added)
         return self.pruned_cache[key]
 
-    def _compute(self, name: str, bits: int, clip: str, clip_k: float, codec: str) -> QuantizedEntry:
+    def float_cost(self, names: list[str], dtype: str, codec: str) -> tuple[int, float]:
+        """(exact coded bytes, weighted rounding error) of tensors kept float as `dtype` (the error counts the
+        tensors the Fisher pass weighed: the control tensors)."""
+        key = (tuple(names), dtype, codec)
+        if key not in self.float_cache:
+            size, err = 0, 0.0
+            for name in names:
+                t = self.state[name].detach().cpu()
+                stored = t.to(FLOAT_DTYPES[dtype])
+                for stream in tensor_streams(stored).values():
+                    size += len(codecs.encode(codec, *stream_args(stream, self.cfg.codec_level)))
+                if name in self.fisher:
+                    err += float((self.fisher[name].double() * (t.double() - stored.double()) ** 2).sum())
+            self.float_cache[key] = (size, err)
+        return self.float_cache[key]
+
+    def weighted_error(self, name: str, delta: Tensor) -> float:
+        """The proxy loss of a tensor's round-trip error `delta` (rows x cols). Without a Hessian: the diagonal-Fisher
+        sum F * delta^2. With one (a linear layer, when GPTQ is in the space): the error of the layer's outputs,
+        sum_i s_i delta_i H delta_i^T, each output row weighted by its sensitivity s_i = sum_j F_ij / tr H (the
+        Fisher factored into output and input parts), which is the diagonal sum when H is diagonal. GPTQ trades
+        weight error for output error, so only this form ranks GPTQ's levels and rounding's alike."""
+        fisher = self.fisher[name].reshape(delta.shape).double()
+        delta = delta.double()
+        hessian = self.hessians.get(name)
+        if hessian is None:
+            return float((fisher * delta**2).sum())
+        h = hessian.double()
+        sensitivity = fisher.sum(dim=1) / h.diagonal().sum().clamp_min(1e-30)  # (R,)
+        return float((((delta @ h) * delta).sum(dim=1) * sensitivity).sum())
+
+    def _compute(self, name: str, q: Quant) -> QuantizedEntry:
         w = self.state[name].detach().cpu()
-        e = self.cfg
-        clip_k = e.group_clip_k.for_group(tensor_group(name), clip_k)  # a group's own k stays fixed in the search
-        qt = quantize_rows(w, bits, clip, e.clip_percentile, clip_k, e.scale_min)
-        if e.gptq and name in self.hessians:
-            qt = gptq_levels(w, self.hessians[name], qt, e.gptq_damp, name)
+        qt = self.levels(name, q)
         streams = tensor_streams(qt)
-        q_bytes = len(codecs.encode(codec, *stream_args(streams["q"], e.codec_level)))
-        scale_bytes = len(codecs.encode(codec, *stream_args(streams["scale"], e.codec_level)))
+        q_bytes = len(codecs.encode(q.codec, *stream_args(streams["q"], self.cfg.codec_level)))
+        scale_bytes = len(codecs.encode(q.codec, *stream_args(streams["scale"], self.cfg.codec_level)))
         rows = as_rows(w)  # (R, C)
-        deq = dequantize(qt).reshape(rows.shape)
-        fisher = self.fisher[name].reshape(rows.shape)
-        err = float((fisher.double() * (rows - deq).double() ** 2).sum())
-        # the same cost and stable ordering as export.prune.prune_selective, computed once
-        cost = (rows**2 - (rows - qt.q.reshape(rows.shape).float() * qt.scale.float()[:, None]) ** 2).reshape(-1)
-        nonzero = torch.nonzero(qt.q.reshape(-1)).squeeze(1)
-        order = nonzero[torch.sort(cost[nonzero], stable=True).indices]
-        added = (fisher.reshape(-1)[order].double() * cost[order].double()).numpy()
-        return QuantizedEntry(qt=qt, scale_bytes=scale_bytes, q_bytes=q_bytes, err=err, order=order,
-                          err_cumsum=np.cumsum(added))
+        err = self.weighted_error(name, rows - dequantize(qt).reshape(rows.shape))
+        return QuantizedEntry(qt=qt, scale_bytes=scale_bytes, q_bytes=q_bytes, err=err, rows=rows,
+                              fisher=self.fisher[name].reshape(rows.shape))
 
 
 def stream_args(stream: tuple[bytes, int, int], level: int) -> tuple:

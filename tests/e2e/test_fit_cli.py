@@ -12,6 +12,9 @@ from pgolf.export.artifact import export_state_dict
 from pgolf.export.container import read_container
 from pgolf.export.quantize import tensor_group
 from pgolf.jobs.float_checkpoint import load_checkpoint
+from pgolf.jobs.models import rebuild_model
+from pgolf.jobs.roundtrip import calibration_hessians
+from pgolf.runtime.device import resolve_device
 
 from .conftest import exited, one_line_error, run_pgolf, run_pgolf_each
 
@@ -38,7 +41,9 @@ def test_fit_budget_writes_a_verified_artifact_within_budget(trained_run, data_o
         measured = artifact.stat().st_size if row["chosen"] else None
         assert row["measured_model_bytes"] == measured and row["predicted_model_bytes"] > 0
         assert row["bytes_basis"] == ("measured" if row["chosen"] else "predicted")
-        assert row["total_bytes"] == (measured or row["predicted_model_bytes"]) + fit["bytes"]["code"]
+        assert row["total_bytes"] == (measured or row["predicted_model_bytes"]) + row["code_bytes"]
+        if row["chosen"]:  # its script measured; the others' code is their setting's reserve (codec, GPTQ)
+            assert row["code_bytes"] == fit["bytes"]["code"]
     csv_lines = (run_dir / "fit" / f"fit-{budget}.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + len(fit["candidates"])
     assert "predicted_model_bytes,measured_model_bytes" in csv_lines[0] and ",model_bytes," not in csv_lines[0]
@@ -63,7 +68,7 @@ def test_infeasible_budget_exits_3_with_the_smallest_size_and_writes_nothing(tra
 
 
 @pytest.mark.slow
-def test_fit_space_overrides_shape_the_search_and_raised_tensors_spend_the_leftover(trained_run):
+def test_fit_space_overrides_shape_the_search_and_raised_tensors_spend_the_leftover(trained_run, monkeypatch):
     """Widths 2 and 8 only, no pruning, a budget one and a half single-tensor raises above all-int2: the uniform
     int2 anchor leaves room that only single-tensor raises can use."""
     cwd, summary, _ = trained_run
@@ -97,7 +102,13 @@ def test_fit_space_overrides_shape_the_search_and_raised_tensors_spend_the_lefto
             assert record["bits"] == export["tensor_bits"].get(name, export["group_bits"][tensor_group(name)]), name
     saved = C.load_yaml(Path(fit["config"]))
     assert saved.export.tensor_bits == export["tensor_bits"]
-    assert export_state_dict(state, model_config, saved.export).blob == artifact  # the saved config reproduces it
+    hessians = None
+    if saved.export.gptq:  # measured again from the saved config, as `pgolf export` measures them
+        monkeypatch.chdir(cwd)
+        hessians = calibration_hessians(rebuild_model(model_config, state, where=run_dir), saved,
+                                        resolve_device("cpu"))
+    # the saved config reproduces it
+    assert export_state_dict(state, model_config, saved.export, hessians=hessians).blob == artifact
 
 
 BAD_FITS = [

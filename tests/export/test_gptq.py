@@ -78,3 +78,20 @@ def test_layer_hessians_are_the_mean_outer_product_of_each_linear_layers_inputs(
 def test_export_gptq_without_hessians_is_a_config_error(state_dict):
     with pytest.raises(ConfigError, match="export.gptq needs calibration Hessians"):
         quantize_state_dict(state_dict, dataclasses.replace(ExportConfig(), gptq=True))
+
+
+def test_many_grids_at_once_give_each_grids_levels_bit_for_bit(heavy):
+    """fit-budget quantizes each tensor on every grid of its space in one pass; the export does one grid at a time."""
+    from pgolf.export.gptq import gptq_levels_many
+
+    w = heavy(40, 96, seed=3)
+    w[2, 5] = 0.0  # a pruned entry stays at level 0 on every grid
+    x = correlated_inputs(2048, 96)
+    x[:, 7] = 0.0  # a dead input
+    hessian = x.T @ x / len(x)
+    grids = [quantize_rows(w, bits, "sdclip", clip_k=k) for bits in (3, 5, 8) for k in (6.0, 14.0)]
+    many = gptq_levels_many(w, hessian, grids)
+    for grid, got in zip(grids, many, strict=True):
+        one = gptq_levels(w, hessian, grid)
+        assert torch.equal(got.q, one.q) and torch.equal(got.scale, grid.scale) and got.bits == grid.bits
+    assert len({tuple(g.q.flatten().tolist()) for g in many}) == len(grids)  # the grids really differ

@@ -8,7 +8,7 @@ from pgolf import config as C
 from pgolf.config import ExportConfig
 from pgolf.export.artifact import export_state_dict, quantize_state_dict
 from pgolf.fit.search import Candidate, Search, export_config_of
-from pgolf.fit.sizes import SizeTable
+from pgolf.fit.sizes import Setting, SizeTable
 from pgolf.progress import no_progress
 from tests.export.conftest import make_state_dict
 
@@ -31,8 +31,9 @@ def test_fit_budget_prices_a_base_config_with_group_ks_exactly():
     model = {"vocab_size": 64, "num_layers": 2, "model_dim": 32, "num_heads": 2, "num_kv_heads": 1, "mlp_mult": 2}
     s = Search(sd, model, cfg, C.FitConfig(bits=[4, 6], embed_bits=[6]), None, no_progress)
     table = SizeTable(sd, s.quant_names, {n: torch.ones_like(sd[n]) for n in s.quant_names}, cfg.export)
-    cand = Candidate(group_bits=dict.fromkeys(s.groups, 4), clip="sdclip", clip_k=12.0, codec="rans", prune=0.0,
-                     stream_bytes=0, proxy=0.0)
+    cand = Candidate(group_bits=dict.fromkeys(s.groups, 4), setting=Setting("sdclip", "rans"), prune=0.0,
+                     stream_bytes=0, proxy=0.0,
+                     group_k={g: cfg.export.group_clip_k.for_group(g, cfg.export.clip_k) for g in s.groups})
     cand = s.resized(table, cand, {}, 0.0)
     real = export_state_dict(sd, model, export_config_of(cand, cfg.export))
     assert real.model_bytes - real.overhead_bytes == cand.stream_bytes

@@ -15,7 +15,7 @@ from pgolf.export.prune import prune_selective
 from pgolf.export.quantize import quantize_rows, tensor_group
 from pgolf.fit.budget import ROW_FIELDS, _shrink, budget_limit, candidate_frame, check_space
 from pgolf.fit.search import Candidate, Search, export_config_of, short_tensor_name
-from pgolf.fit.sizes import Setting, SizeTable, pruned_levels
+from pgolf.fit.sizes import Quant, Setting, SizeTable, pruned_levels
 from pgolf.jobs.layout import output_paths
 from pgolf.model.gpt import GPT
 from pgolf.progress import no_progress
@@ -36,12 +36,11 @@ def search():
     return s, SizeTable(state, s.quant_names, fisher, cfg.export)
 
 
-SETTING = Setting("max", 12.0, "rans")
+SETTING = Setting("max", "rans")
 
 
-def _uniform(s, table, bits):
-    cand = Candidate(group_bits=dict.fromkeys(s.groups, bits), clip="max", clip_k=12.0, codec="rans", prune=0.0,
-                     stream_bytes=0, proxy=0.0)
+def _uniform(s, table, bits, setting=SETTING):
+    cand = Candidate(group_bits=dict.fromkeys(s.groups, bits), setting=setting, prune=0.0, stream_bytes=0, proxy=0.0)
     return s.resized(table, cand, {}, 0.0)
 
 
@@ -67,11 +66,12 @@ def test_with_gptq_the_search_codes_gptq_levels_exactly_as_the_export_does(searc
     hessians = layer_hessians(model, [torch.randint(0, 64, (4, 16))])
     cfg = dataclasses.replace(s.cfg.export, gptq=True)
     table = SizeTable(s.state, s.quant_names, plain.fisher, cfg, hessians)
-    cand = _uniform(s, table, 4)
+    cand = _uniform(s, table, 4, Setting("max", "rans", gptq=True))
     result = export_state_dict(s.state, s.model_config, export_config_of(cand, cfg), hessians=hessians)
     assert result.model_bytes - result.overhead_bytes == cand.stream_bytes
     name = "blocks.0.mlp.fc.weight"
-    assert not torch.equal(table.get(name, 4, "max", 12.0, "rans").qt.q, plain.get(name, 4, "max", 12.0, "rans").qt.q)
+    rounded = plain.get(name, Quant(4, "max", 0.0, False, "rans")).qt.q
+    assert not torch.equal(table.get(name, cand.quant(name)).qt.q, rounded)
 
 
 @pytest.mark.parametrize("share", [0.2, 0.5, 0.8])
@@ -101,7 +101,7 @@ def test_raised_tensors_spend_the_leftover_fit_and_reach_the_file(search):
         for n in s.quant_names:  # no single further raise that lowers the proxy still fits
             up = [b for b in s.bits_for(tensor_group(n)) if b > cand.bits_of(n)]
             if up:
-                (size_now, err_now), (size_up, err_up) = (table.cost(n, b, SETTING, cand.prune)
+                (size_now, err_now), (size_up, err_up) = (table.cost(n, cand.quant(n).at(b), cand.prune)
                                                           for b in (cand.bits_of(n), up[0]))
                 assert cand.stream_bytes + size_up - size_now > stream_limit or err_up >= err_now, n
         blob = export_state_dict(s.state, s.model_config, export_config_of(cand, s.cfg.export)).blob
@@ -127,7 +127,7 @@ def test_choose_keeps_the_winners_raised_copy_when_it_is_not_worse(search, monke
     s, table = search
     limit = _between_uniform_6_and_8(s, table)
     _measured_as(s, monkeypatch, lambda c: {"uniform": 1.0, "uniform+bits": 0.99}.get(c.origin, 2.0))
-    chosen, measured = s.choose(table, s.candidates(table, SETTING, limit), limit, 0)
+    chosen, measured = s.choose(table, s.candidates(table, SETTING, limit))
     uniform = next(c for c in measured if c.origin == "uniform")
     assert chosen.origin == "uniform+bits" and chosen in measured
     assert uniform.stream_bytes < chosen.stream_bytes <= limit
@@ -137,7 +137,7 @@ def test_choose_drops_a_raised_copy_that_measures_worse(search, monkeypatch):
     s, table = search
     limit = _between_uniform_6_and_8(s, table)
     _measured_as(s, monkeypatch, lambda c: 1.0 if c.origin == "uniform" else 1.01 if c.tensor_bits else 2.0)
-    chosen, measured = s.choose(table, s.candidates(table, SETTING, limit), limit, 0)
+    chosen, measured = s.choose(table, s.candidates(table, SETTING, limit))
     assert chosen.origin == "uniform" and not chosen.tensor_bits
     assert any(c.origin == "uniform+bits" for c in measured)  # it was measured, then refused
 
@@ -176,7 +176,7 @@ def test_fill_keeps_a_measured_fit_when_sizes_are_not_monotone(search, monkeypat
 def test_fast_selective_pruning_matches_export(search):
     s, table = search
     name = s.quant_names[0]
-    entry = table.get(name, 6, "max", 12.0, "rans")
+    entry = table.get(name, Quant(6, "max", 0.0, False, "rans"))
     for fraction in (0.0, 0.013, 0.2):
         fast, _ = pruned_levels(entry, fraction)
         slow, _ = prune_selective(quantize_rows(s.state[name], 6, "max"), s.state[name], fraction)
@@ -215,12 +215,13 @@ def test_output_paths_in_a_run_dir_and_beside_a_file(tmp_path):
 
 def test_candidate_frame_keeps_predicted_and_measured_bytes_apart_and_marks_frontier_and_choice(tmp_path):
     def cand(model_bytes, bpb, origin):
-        return Candidate(group_bits={"embed": 8}, clip="max", clip_k=12.0, codec="rans", prune=0.0,
-                         stream_bytes=model_bytes, proxy=1.0, model_bytes=model_bytes, val_bpb=bpb, origin=origin)
+        return Candidate(group_bits={"embed": 8}, setting=SETTING, prune=0.0, stream_bytes=model_bytes, proxy=1.0,
+                         model_bytes=model_bytes, val_bpb=bpb, origin=origin)
 
     chosen = cand(290, 2.4, "proxy")  # predicted 290, the written file measured 300
     frame = candidate_frame([chosen, cand(100, 3.0, "uniform"), cand(250, 2.6, "fill"), cand(200, 2.5, "proxy")],
-                            chosen, measured_bytes=300, code_bytes=10, limit_total=400, float_bpb=2.0)
+                            chosen, measured_bytes=300, code_bytes=10, code_reserve={SETTING: 10}, limit_total=400,
+                            float_bpb=2.0)
     assert tuple(frame.columns) == ROW_FIELDS
     assert frame["predicted_model_bytes"].tolist() == [100, 200, 250, 290]
     assert frame["measured_model_bytes"].isna().tolist() == [True, True, True, False]

@@ -55,7 +55,8 @@ def main() -> None:
             rec, cpu, wall = pgolf("export", args.run, "export=records", "export.float_max_numel=4096", *data,
                                    "--out", str(Path(tmp) / "records.pgolf"))
         budget = str(rec["bytes"]["total"])
-        rows.append(("export=records", rec["bytes"]["total"], rec["val_bpb_roundtrip"], cpu, wall, "the record's recipe"))
+        rows.append(("export=records", rec["bytes"]["total"], rec["val_bpb_roundtrip"], cpu, wall,
+                     "the record's recipe"))
     if budget is None:
         raise SystemExit("give --budget or --records")
     for name, space in (("fit, space before", BEFORE), ("fit, default space", [])):

@@ -440,6 +440,103 @@ def _print_report(paths: list[Path], by: list[str] | None, max_bytes: int | None
 
 
 @app.command()
+def search(
+    overrides: Annotated[list[str] | None, typer.Argument(
+        help="Base overrides and the space in Hydra's sweeper grammar: key=interval(a,b), "
+             "key='tag(log, interval(a,b))', key=range(a,b), key=choice(x,y) or key=x,y; search=NAME adds "
+             "conf/search/NAME.yaml. Training and export keys both (export keys re-export, never retrain).",
+        show_default=False)] = None,
+    trials: Annotated[int | None, typer.Option(
+        "--trials", help="Trials in the study, counting earlier runs of it (default 20 unless --time is given).",
+        show_default=False)] = None,
+    time_limit: Annotated[str | None, typer.Option(
+        "--time", help="Start no trial after this long, e.g. 2h, 30m, 600s.", show_default=False)] = None,
+    max_bytes: Annotated[str | None, typer.Option(
+        "--max-bytes", help="Objective: fit-budget's round-trip val_bpb at this total budget, e.g. 16MB (default: "
+                            "the trial's own round-trip val_bpb).", show_default=False)] = None,
+    margin: Annotated[str, typer.Option("--margin", help="Safety margin kept below --max-bytes.")] = "0",
+    finalists: Annotated[int, typer.Option(
+        "--finalists", help="Re-run the K best configs and the baseline (the space's defaults) with --seeds seeds.")
+    ] = 3,
+    seeds: Annotated[int, typer.Option("--seeds", help="Seeds per finalist (seed, seed+1, ...).")] = 3,
+    sampler: Annotated[str, typer.Option("--sampler", help="tpe or random.")] = "tpe",
+    pruner: Annotated[str, typer.Option(
+        "--pruner", help="asha (successive halving), hyperband or none: stops trials whose rung score (at 1/9 and "
+                         "1/3 of training) trails.")] = "asha",
+    proxy: Annotated[str, typer.Option(
+        "--proxy", help="The rung score the pruner sees: val (val_bpb at the rung) or cooldown (a short LR decay "
+                        "branched from the rung's checkpoint, then the round trip).")] = "val",
+    measure_proxies: Annotated[bool, typer.Option(
+        "--measure-proxies", help="Also branch the cooldown at every rung, so the report correlates both rung "
+                                  "scores with the objective.")] = False,
+    name: Annotated[str | None, typer.Option(
+        "--name", help="Study folder under run.root/searches (default: derived from the space, so the same command "
+                       "resumes the same study).", show_default=False)] = None,
+    jobs: Annotated[int, typer.Option("--jobs", help="Worker processes sharing the study (torch threads = cores / "
+                                                     "jobs); with submitit, jobs.")] = 1,
+    launcher: Annotated[str, typer.Option(
+        "--launcher", help="local (this machine) or submitit (the launcher config group: local or slurm).")] = "local",
+    plot: Annotated[bool, typer.Option(help="Write objective.png in the study folder (needs pgolf[plot]).")] = True,
+    as_json: JsonFlag = False,
+) -> None:
+    """Search hyperparameters with Optuna (TPE, successive halving), stopping losing trainings at their rungs.
+
+    Every trial is a run directory in run.root/searches/NAME/trials/; the study is Optuna's journal there, so
+    re-running the command resumes it and several processes or submitit jobs share it. Then the best --finalists
+    configs and the baseline run with --seeds seeds. Needs the search extra (optuna).
+
+    Examples: `pgolf search 'train.matrix_lr=tag(log, interval(0.01, 0.1))' reg.ema_decay=0,0.98 --trials 30`;
+    `pgolf search search=tiny --time 30m --max-bytes 420KB`; `pgolf report runs/searches/NAME`.
+    """
+    from pgolf.search.run import make_settings, parse_duration, run_search
+
+    settings = make_settings(overrides or [], name=name, trials=trials,
+                             time_s=parse_duration(time_limit) if time_limit is not None else None,
+                             max_bytes=C.parse_size(max_bytes) if max_bytes is not None else None,
+                             margin=C.parse_size(margin), finalists=finalists, seeds=seeds, sampler=sampler,
+                             pruner=pruner, proxy=proxy, measure_proxies=measure_proxies, jobs=jobs, launcher=launcher)
+    with RichProgress() as progress:
+        run_search(settings, progress=progress, echo=echo)
+    folder = Path(settings.folder)
+    _print_search_report(folder, folder / "objective.png" if plot else None, as_json, False)
+
+
+def _print_search_report(folder: Path, plot_path: Path | None, as_json: bool, as_csv: bool) -> None:
+    from pgolf.errors import MissingExtraError
+    from pgolf.results.search_report import (
+        build_search_report,
+        counts_line,
+        importances_table,
+        plot_objective,
+        proxies_table,
+        search_json,
+        trials_table,
+    )
+    from pgolf.results.tables import cells_table, csv_text
+
+    rep = build_search_report(folder)
+    keys = list(rep.summary.get("settings", {}).get("space", {}).get("params", {}))
+    if as_json:
+        print_json(search_json(rep))
+    elif as_csv:
+        sys.stdout.write(csv_text(rep.trials))
+    else:
+        out.print(trials_table(rep.trials, keys, f"pgolf search: {folder}"))
+        out.print(proxies_table(rep.proxies))
+        out.print(importances_table(rep.summary))
+        if rep.finalists is not None:
+            out.print(cells_table(rep.finalists.cells, rep.finalists.keys, rep.finalists.max_bytes,
+                                  "finalists: the best configs and the baseline, re-run with seeds"))
+        out.print(counts_line(rep.summary, rep.trials))
+    if plot_path is not None:
+        try:
+            plot_objective(rep.trials, plot_path, title=str(folder))
+            echo(f"plot: {plot_path}")
+        except MissingExtraError as exc:
+            echo(f"no plot: {exc}")
+
+
+@app.command()
 def report(
     paths: Annotated[list[Path], typer.Argument(
         help="Sweep folders, run directories or folders of runs (any set of runs becomes one table).")],
@@ -470,6 +567,9 @@ def report(
         raise UsageError("give --json or --csv, not both")
     if plot is not None and plot.suffix.lower() != ".png":
         raise UsageError(f"--plot {plot} must be a .png file")
+    if len(paths) == 1 and (paths[0] / "search.yaml").is_file():  # a search: its trials, proxies and finalists
+        _print_search_report(paths[0], plot, as_json, as_csv)
+        return
     _print_report(paths, by, C.parse_size(max_bytes) if max_bytes is not None else None, plot, as_json, as_csv,
                   title=f"pgolf report: {', '.join(map(str, paths))}", baseline=baseline)
 

@@ -18,11 +18,12 @@ LAYERS = {
     "jobs": 5,
     "results": 6, "ship": 6,
     "fit": 7, "audit": 7,
-    "sweep": 8,
+    "sweep": 8, "search": 8,
     "cli": 9,
     "__main__": 10,
 }
-VERB_ENTRIES = {"fit": "pgolf.fit.budget", "sweep": "pgolf.sweep.launch", "ship": "pgolf.ship.pack"}
+VERB_ENTRIES = {"fit": "pgolf.fit.budget", "sweep": "pgolf.sweep.launch", "ship": "pgolf.ship.pack",
+                "search": "pgolf.search.run"}
 """A verb's entry module: all that another verb may import of it (sweep runs fit-budget), never its internals."""
 MAX_FLAT_MODULES = 8
 TERMINAL_LIBS = {"typer": {"cli"}, "rich": {"cli", "results"}, "click": {"cli"}, "matplotlib": {"results"}}

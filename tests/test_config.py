@@ -9,7 +9,7 @@ from pgolf.errors import ConfigError
 
 
 def _presets():
-    for group_dir in sorted(p for p in C.conf_dir().iterdir() if p.is_dir() and p.name != "sweep"):  # grids
+    for group_dir in sorted(p for p in C.conf_dir().iterdir() if p.is_dir() and p.name not in ("sweep", "search")):
         for yaml in sorted(group_dir.glob("*.yaml")):
             yield f"{group_dir.name}={yaml.stem}"
 

@@ -38,22 +38,23 @@ from pgolf.progress import ProgressFn, no_progress
 from pgolf.runtime.distributed import broadcast_text, shutdown
 from pgolf.runtime.signals import StopSignals
 from pgolf.train.checkpoints import CheckpointStore, latest_checkpoint
-from pgolf.train.loop import NullMetrics, TrainResult, train_model
+from pgolf.train.loop import NullMetrics, Rungs, TrainResult, train_model
 from pgolf.train.regularizers import check_no_decay_names
 
 
 def run_train(cfg: C.Config, progress: ProgressFn = no_progress, echo: Callable[[str], None] = print,
-              run_dir: Path | None = None, resume: bool = False) -> dict:
+              run_dir: Path | None = None, resume: bool = False, rungs: Rungs | None = None) -> dict:
     """`pgolf train`: the whole job. Returns the summary (also written to summary.json).
 
     `run_dir` (a sweep cell) is used as given and leaves `runs/latest` alone; by default a new dated run
     directory is made and `latest` points at it. `resume=True` continues `run_dir` from its newest checkpoint
     (`cfg` from `resume_config`). Ctrl-C and SIGTERM stop training after the current step and save the weights,
-    a checkpoint and the summary (exit 130 or 143); `state.json` follows the run.
+    a checkpoint and the summary (exit 130 or 143); `state.json` follows the run. `rungs` (a search trial) may stop
+    training at a rung: then nothing is exported and the summary returned says `stop_reason: pruned`.
     """
     with StopSignals() as signals:
         try:
-            return _train_job(cfg, progress, echo, run_dir, resume, signals)
+            return _train_job(cfg, progress, echo, run_dir, resume, signals, rungs)
         except KeyboardInterrupt as exc:  # a signal outside training (setup, export, scoring)
             error = Terminated if signals.reason == "terminated" else Interrupted
             raise error(f"{signals.reason or 'interrupted'} before the run finished") from exc
@@ -106,13 +107,13 @@ class _TrainRun:
         self.log(f"model: {_params(job.model):,} parameters; data: {cfg.data.name} ({len(job.train_files)} train "
                  f"shards, {job.scorer.val.tokens.numel() - 1:,} val tokens)")
 
-    def train(self, progress: ProgressFn, signals: StopSignals) -> TrainResult:
+    def train(self, progress: ProgressFn, signals: StopSignals, rungs: Rungs | None = None) -> TrainResult:
         job = self.job
         metrics = MetricsLog(self.dir / METRICS) if self.main else NullMetrics()
         try:
             return train_model(self.cfg, job.model, job.batches, job.scorer.val.tokens, job.scorer.val.luts,
                                job.setup, job.dist_info, metrics, self.log, progress, signals=signals,
-                               checkpoints=self.checkpoints, resume=self.resume)
+                               checkpoints=self.checkpoints, resume=self.resume, rungs=rungs)
         except BaseException as exc:
             self.ended(exc)
             raise
@@ -172,17 +173,22 @@ def _params(model: torch.nn.Module) -> int:
 
 
 def _train_job(cfg: C.Config, progress: ProgressFn, echo: Callable[[str], None], run_dir: Path | None,
-               resume: bool, signals: StopSignals) -> dict:
+               resume: bool, signals: StopSignals, rungs: Rungs | None = None) -> dict:
     job = start_training(cfg, cfg.device, progress)
     check_no_decay_names(list(job.model.named_parameters()), cfg.reg)  # before anything is written
     run = _TrainRun(cfg, job, run_dir, resume, echo)
     run.open()
-    result = run.train(progress, signals)
+    result = run.train(progress, signals, rungs)
     if not run.main:
         shutdown(job.dist_info)
         if result.stop_reason in ("interrupted", "terminated"):
             raise (Terminated if result.stop_reason == "terminated" else Interrupted)("stopped by a signal")
         return {}
+    if result.stop_reason == "pruned":  # a search's loser: no export; its rung checkpoint stays for a resume
+        run.state("interrupted", stop_reason="pruned")
+        shutdown(job.dist_info)
+        return {"run_dir": str(run.dir), "stop_reason": "pruned", "steps": result.steps,
+                "train_time_s": result.train_time_s}
     save_checkpoint(run.dir / FLOAT_WEIGHTS, result.state_dict, dict(job.model.config))
     summary = run.summary(result)
     if result.stop_reason in ("interrupted", "terminated", "nan"):

@@ -5,6 +5,7 @@ Where rows come from (`load_results`):
   its axes are the keys, its `baseline` and `max_bytes` the defaults;
 - a run directory (summary.json): one row for the training (point `train`) and one per
   fit/fit-<bytes>.json (point `fit-<bytes>`);
+- a search folder (search.yaml) below a folder: its finalists/ (a sweep-shaped folder), never its trials;
 - any other folder: every sweep folder and run directory below it. A sweep counts once, as a sweep
   (its cells are not also loose runs); symlinks such as runs/latest are not followed, so no run
   counts twice. Loose runs are keyed by the config values that differ between their config.yaml files
@@ -131,6 +132,10 @@ def find_sources(path: Path) -> tuple[list[Path], list[Path]]:
     sweeps, runs = [], []
     for dirpath, dirnames, filenames in os.walk(path):
         here = Path(dirpath)
+        if "search.yaml" in filenames:  # a search counts as its finalists (its trials are the search's own)
+            sweeps += [here / "finalists"] if (here / "finalists" / "sweep.yaml").is_file() else []
+            dirnames[:] = []
+            continue
         if "sweep.yaml" in filenames or SUMMARY in filenames:
             (sweeps if "sweep.yaml" in filenames else runs).append(here)
             dirnames[:] = []

@@ -27,6 +27,9 @@ the validation set. Non-standard pieces:
   the current step, agreed across ranks; with a `checkpoints` store
   (checkpoints.CheckpointStore) every `train.checkpoint_every` steps and such a
   stop write a checkpoint, and `resume=True` continues from the newest one.
+- With a `rungs` object (a search's trial, search.trial.RungReporter), a step it
+  says is due is validated and checkpointed, then reported; when rank 0's report
+  says so the run stops there ("pruned"), its checkpoint kept for a resume.
 """
 
 from __future__ import annotations
@@ -91,7 +94,8 @@ class TrainResult:
     train_time_s: float
     tokens_per_s: float
     stop_reason: str
-    """completed, wallclock, early_stop, interrupted (Ctrl-C), terminated (SIGTERM) or nan (a non-finite loss)."""
+    """completed, wallclock, early_stop, interrupted (Ctrl-C), terminated (SIGTERM), nan (a non-finite loss) or
+    pruned (a search's rung stopped it)."""
     last_val: dict[str, float] = field(default_factory=dict)
     diagnostics: dict[str, dict[str, float]] = field(default_factory=dict)
     error: str = ""
@@ -117,16 +121,24 @@ class Checkpoints(Protocol):
     def load(self, parts: dict[str, Any]) -> dict[str, Any]: ...
 
 
+class Rungs(Protocol):
+    """A search trial's rungs: which steps are rungs, and whether the run stops at one (the pruner's answer)."""
+
+    def due(self, step: int, elapsed_s: float) -> bool: ...
+
+    def report(self, step: int, elapsed_s: float, last_val: dict[str, float]) -> bool: ...
+
+
 def train_model(cfg: Config, model: GPT, batches: TrainBatches, val_tokens: torch.Tensor, luts: ByteLUTs,
                 setup: DeviceSetup, dist_info: DistInfo, metrics: Metrics,
                 log: Callable[[str], None] = print, progress: ProgressFn = no_progress,
                 signals: StopRequests | None = None, checkpoints: Checkpoints | None = None, resume: bool = False,
-                clock: Callable[[], float] = time.perf_counter) -> TrainResult:
+                clock: Callable[[], float] = time.perf_counter, rungs: Rungs | None = None) -> TrainResult:
     """Train `model` in place; return the weights to save and how training ended.
 
     `clock` is the time source each rank reads (a test skews one rank's).
     """
-    loop = _Loop(cfg, model, batches, setup, dist_info, metrics, log, progress, signals, checkpoints, clock)
+    loop = _Loop(cfg, model, batches, setup, dist_info, metrics, log, progress, signals, checkpoints, clock, rungs)
     loop.warmup()
     if resume:
         loop.restore()
@@ -163,10 +175,11 @@ class _State:
 class _Loop:
     """One training run's optimizers, schedules, regularizers and state; `train_model` drives it."""
 
-    def __init__(self, cfg, model, batches, setup, dist_info, metrics, log, progress, signals, checkpoints, clock):
+    def __init__(self, cfg, model, batches, setup, dist_info, metrics, log, progress, signals, checkpoints, clock,
+                 rungs=None):
         self.cfg, self.model, self.batches, self.setup, self.dist_info = cfg, model, batches, setup, dist_info
         self.metrics, self.log, self.progress, self.clock = metrics, log, progress, clock
-        self.signals, self.checkpoints = signals, checkpoints
+        self.signals, self.checkpoints, self.rungs = signals, checkpoints, rungs
         t, r = cfg.train, cfg.reg
         self.device = setup.device
         self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -309,15 +322,17 @@ class _Loop:
                     self.agree(t0)
                     last = (s.step >= t.iterations or s.stop_flag > 0
                             or (t.wallclock_s > 0 and s.elapsed >= t.wallclock_s))
-                    validate = t.val_every > 0 and s.step % t.val_every == 0 and s.step < t.iterations
-                    save = self.checkpoints is not None and t.checkpoint_every > 0 and s.step % t.checkpoint_every == 0
+                    rung = not last and self.rungs is not None and self.rungs.due(s.step, s.elapsed)
+                    validate = rung or (t.val_every > 0 and s.step % t.val_every == 0 and s.step < t.iterations)
+                    save = self.checkpoints is not None and (rung or (t.checkpoint_every > 0
+                                                                      and s.step % t.checkpoint_every == 0))
                     if (last or validate or save or s.step % t.log_every == 0) and not self.check(bad, ce):
                         break
                     if s.step % t.log_every == 0 or last:
                         window = self.write_metrics(window, pens, mult, wd_mult, grad_norm)
                     self.progress("train", s.step, t.iterations, loss=s.ce_value,
                                   bpb=s.last_val.get("val_bpb", float("nan")))
-                    if self.pause(val, validate, save):
+                    if self.pause(val, validate, save, rung):
                         break
         except KeyboardInterrupt:  # a second Ctrl-C, or no `signals`: mid-step, so no checkpoint of it
             s.stop_reason, s.torn = "interrupted", True
@@ -350,9 +365,9 @@ class _Loop:
             self.metrics.write(**record)
         return s.step, s.elapsed
 
-    def pause(self, val: _Validation, validate: bool, save: bool) -> bool:
-        """Validation (and rank 0's early-stop decision, broadcast) and checkpoints, outside training time; True
-        when training stops early."""
+    def pause(self, val: _Validation, validate: bool, save: bool, rung: bool = False) -> bool:
+        """Validation (and rank 0's early-stop decision, broadcast), checkpoints and a rung's report, outside training
+        time; True when training stops early or is pruned."""
         s, r = self.s, self.cfg.reg
         pause_start, early = self.clock(), False
         if validate:
@@ -363,7 +378,13 @@ class _Loop:
         if save and not early:
             self.checkpoints.save(self.parts, s.step, s.elapsed, s.last_val)
             self.saved_step = s.step
+        pruned = rung and not early and broadcast_flag(
+            self.dist_info.is_main and self.rungs.report(s.step, s.elapsed, s.last_val), self.dist_info, self.device)
         s.paused += self.clock() - pause_start
+        if pruned:
+            s.stop_reason = "pruned"
+            self.log(f"pruned at step {s.step} (val_bpb {s.last_val['val_bpb']:.4f}); its checkpoint is kept")
+            return True
         if early:
             s.stop_reason = "early_stop"
             best = f" (best {self.stopper.best:.4f})" if self.stopper is not None else ""  # rank 0 decided

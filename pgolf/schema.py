@@ -353,7 +353,7 @@ class FitConfig:
     width; [0] turns it off."""
     fill: float = 0.995
     """Pruning bisection stops once a candidate uses this share of the model-byte limit."""
-    fill_candidates: int = 2
+    fill_candidates: int = 1
     """Proxy-frontier points above the budget that are pruned down to fit."""
     evals: int = 3
     """Fitting candidates evaluated in BPB, best proxy first (plus the uniform anchors)."""

@@ -121,9 +121,14 @@ def trained_run(tmp_path_factory, builtin_data):
     return cwd, json.loads(proc.stdout), proc
 
 
+NARROW_FIT = ["fit.clips=[]", "fit.gptq=[]", "fit.control_dtypes=[]"]
+"""fit-budget's space of one clip, rounding only and fp32 control tensors: for tests whose subject is not the space
+(tests/fit and test_fit_cli search the default one)."""
+
 # A grid of tiny trainings: 2 weight decays (2 trainings) x 2 prune fractions (export points), and a fit-budget each.
 TINY = ["train.iterations=12", "train.val_every=0", "train.log_every=4", "data.val_tokens=8192",
-        "fit.val_tokens=2048", "fit.evals=1", "fit.bits=[4,5]", "fit.embed_bits=[6,7]", "fit.max_prune=0.1"]
+        "fit.val_tokens=2048", "fit.evals=1", "fit.bits=[4,5]", "fit.embed_bits=[6,7]", "fit.max_prune=0.1",
+        *NARROW_FIT]
 
 
 @pytest.fixture(scope="session")

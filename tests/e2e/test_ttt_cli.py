@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pgolf.data.shards import read_shard, write_shard
-from tests.e2e.conftest import exited, one_line_error, run_pgolf, run_pgolf_each
+from tests.e2e.conftest import NARROW_FIT, exited, one_line_error, run_pgolf, run_pgolf_each
 
 SMALL = ["data.val_tokens=3072", "ttt=cpu", "ttt.prefix_docs=2", "ttt.global_chunk_tokens=512"]
 
@@ -22,7 +22,7 @@ def test_eval_export_and_fit_budget_score_with_ttt(trained_run, builtin_data, tm
         (["eval", run_dir, *data, "data.val_tokens=3072", "--json"], cwd),
         (["eval", run_dir, *data, *SMALL, "--losses", tmp_path / "l.npy", "--json"], cwd),
         (["export", run_dir, *data, *SMALL, "export.bits=5", "--out", tmp_path / "a.pgolf", "--json"], cwd),
-        (["fit-budget", run_dir, *data, *SMALL, "--max-bytes", "420KB", "--json"], cwd),
+        (["fit-budget", run_dir, *data, *SMALL, *NARROW_FIT, "--max-bytes", "420KB", "--json"], cwd),
         (["eval", run_dir, *data, "ttt=cpu", "ttt.chunk=512"], cwd),
     ])
     plain, scored = json.loads(exited(static).stdout), json.loads(exited(ttt).stdout)

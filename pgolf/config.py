@@ -15,6 +15,7 @@ import copy
 import inspect
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -236,6 +237,40 @@ def load_plain_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
+
+
+def read_params_file(kind: str, name: str) -> tuple[list[str], dict[str, Any]]:
+    """(base overrides, params) of conf/KIND/NAME.yaml, as sweep and search files write them: `params` (key ->
+    values) and `overrides` (a list), or the Optuna sweeper's `hydra.sweeper.params`."""
+    path = conf_dir() / kind / f"{name}.yaml"
+    if not path.is_file():
+        shipped = sorted(p.stem for p in (conf_dir() / kind).glob("*.yaml"))
+        raise ConfigError(f"no {kind} file {path} (available: {', '.join(shipped) or 'none'})")
+    data = load_plain_yaml(path)
+    if "hydra" in data:
+        data = {"params": ((data.get("hydra") or {}).get("sweeper") or {}).get("params"),
+                "overrides": data.get("overrides")}
+    unknown = set(data) - {"params", "overrides"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown sections {sorted(unknown)} (expected params and overrides)")
+    params, overrides = data.get("params") or {}, data.get("overrides") or []
+    if not isinstance(params, dict) or not isinstance(overrides, list):
+        raise ConfigError(f"{path}: params must map keys to {kind} values and overrides must be a list")
+    return [str(o) for o in overrides], params
+
+
+def expand_named_file(overrides: list[str], kind: str, load: Callable[[str], tuple[list[str], list[str]]]
+                      ) -> list[str]:
+    """Replace `KIND=NAME` by `load(NAME)`'s overrides; a key also given on the command line keeps that value."""
+    named = [o for o in overrides if o.startswith(f"{kind}=")]
+    rest = [o for o in overrides if not o.startswith(f"{kind}=")]
+    if len(named) > 1:
+        raise ConfigError(f"give {kind}=NAME once")
+    if not named:
+        return rest
+    file_base, file_params = load(named[0].partition("=")[2])
+    cli_keys = {override_key(o) for o in rest}
+    return [o for o in file_base + file_params if override_key(o) not in cli_keys] + rest
 
 
 def plain_yaml(data: dict[str, Any]) -> str:

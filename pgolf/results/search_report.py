@@ -8,7 +8,6 @@ Spearman correlation with the objective is computed here over the complete trial
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
@@ -20,7 +19,6 @@ import pandas as pd
 from rich.table import Table
 from scipy import stats
 
-from pgolf.atomic import atomic_write_bytes
 from pgolf.errors import DataError, MissingExtraError
 from pgolf.results import tables as T
 from pgolf.results.report import Report, build_report
@@ -142,10 +140,4 @@ def plot_objective(trials: pd.DataFrame, path: Path | str, title: str | None = N
         ax.plot(pruned["number"], last, "x", color="tab:red", label="pruned (its last rung val_bpb)")
     ax.set_xlabel("trial number")
     ax.set_ylabel("objective (round-trip val_bpb)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    atomic_write_bytes(path, buf.getvalue())
+    T.write_png(fig, ax, path, title)

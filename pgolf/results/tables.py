@@ -282,6 +282,11 @@ def plot_frontier(cells: pd.DataFrame, path: Path | str, max_bytes: int | None, 
     ax.set_xlabel("total bytes (artifact + code)")
     ax.set_ylabel("val_bpb (round trip)")
     ax.xaxis.set_major_formatter(lambda v, _pos: f"{v:,.0f}")
+    write_png(fig, ax, path, title)
+
+
+def write_png(fig, ax, path: Path | str, title: str | None) -> None:
+    """A plot's grid, legend and title, then the figure written atomically as a PNG."""
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if title:

@@ -195,37 +195,15 @@ def parse_param(key: str, value: str, int_field: bool) -> Param:
 
 
 def load_search_file(name: str) -> tuple[list[str], list[str]]:
-    """(base overrides, parameter overrides) of conf/search/NAME.yaml: `params` and `overrides`, or the Optuna
-    sweeper's `hydra.sweeper.params`."""
-    path = C.conf_dir() / "search" / f"{name}.yaml"
-    if not path.is_file():
-        shipped = sorted(p.stem for p in (C.conf_dir() / "search").glob("*.yaml"))
-        raise ConfigError(f"no search file {path} (available: {', '.join(shipped) or 'none'})")
-    data = C.load_plain_yaml(path)
-    if "hydra" in data:
-        data = {"params": ((data.get("hydra") or {}).get("sweeper") or {}).get("params"),
-                "overrides": data.get("overrides")}
-    unknown = set(data) - {"params", "overrides"}
-    if unknown:
-        raise ConfigError(f"{path}: unknown sections {sorted(unknown)} (expected params and overrides)")
-    params, overrides = data.get("params") or {}, data.get("overrides") or []
-    if not isinstance(params, dict) or not isinstance(overrides, list):
-        raise ConfigError(f"{path}: params must map keys to search values and overrides must be a list")
-    items = [f"{k}=choice({','.join(map(str, v))})" if isinstance(v, list) else f"{k}={v}" for k, v in params.items()]
-    return [str(o) for o in overrides], items
+    """(base overrides, parameter overrides) of conf/search/NAME.yaml (`C.read_params_file`)."""
+    overrides, params = C.read_params_file("search", name)
+    return overrides, [f"{k}=choice({','.join(map(str, v))})" if isinstance(v, list) else f"{k}={v}"
+                       for k, v in params.items()]
 
 
 def expand_search_file(overrides: list[str]) -> list[str]:
     """Replace `search=NAME` by its file's overrides; a key also given on the command line keeps that value."""
-    named = [o for o in overrides if o.startswith("search=")]
-    rest = [o for o in overrides if not o.startswith("search=")]
-    if len(named) > 1:
-        raise ConfigError("give search=NAME once")
-    if not named:
-        return rest
-    file_base, file_params = load_search_file(named[0].partition("=")[2])
-    cli_keys = {C.override_key(o) for o in rest}
-    return [o for o in file_base + file_params if C.override_key(o) not in cli_keys] + rest
+    return C.expand_named_file(overrides, "search", load_search_file)
 
 
 def _lookup(cfg_dict: dict[str, Any], key: str) -> Any:

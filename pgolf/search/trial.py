@@ -42,7 +42,8 @@ from pgolf.atomic import atomic_write_json
 from pgolf.errors import UsageError
 from pgolf.fit.budget import fit_budget
 from pgolf.jobs.export_job import run_export
-from pgolf.jobs.layout import CONFIG, FLOAT_WEIGHTS, SUMMARY, budget_label, is_run_dir, read_summary
+from pgolf.jobs.layout import budget_label
+from pgolf.jobs.reuse import finished_training, resumable
 from pgolf.jobs.sources import config_for_source
 from pgolf.jobs.train_job import run_train
 from pgolf.results.report import scored_columns
@@ -147,7 +148,7 @@ def run_trial(setup: TrialSetup, values: dict[str, str], seed: int, report: Repo
         if rungs.replay(math.inf):
             return TrialOutcome(str(run_dir), True, rungs.records, time.perf_counter() - started)
     else:
-        resume = _resumable(run_dir, cfg)
+        resume = resumable(run_dir, cfg)
         if resume and rungs.replay(latest_checkpoint(run_dir)["step"]):
             return TrialOutcome(str(run_dir), True, rungs.records, time.perf_counter() - started)
         if run_dir.exists() and not resume:
@@ -157,21 +158,6 @@ def run_trial(setup: TrialSetup, values: dict[str, str], seed: int, report: Repo
             return TrialOutcome(str(run_dir), True, rungs.records, time.perf_counter() - started)
     row = objective(setup, run_dir, overrides, export, summary)
     return TrialOutcome(str(run_dir), False, rungs.records, time.perf_counter() - started, row)
-
-
-def finished_training(run_dir: Path) -> dict[str, Any] | None:
-    """The summary of a training that ran to its end and was scored, else None."""
-    if not (run_dir / SUMMARY).is_file() or not (run_dir / FLOAT_WEIGHTS).is_file():
-        return None
-    summary = read_summary(run_dir)
-    return summary if "error" not in summary and "val_bpb_roundtrip" in summary else None
-
-
-def _resumable(run_dir: Path, cfg: C.Config) -> bool:
-    """Whether `run_dir` holds an unfinished training of exactly `cfg` with a checkpoint to go on from."""
-    if not is_run_dir(run_dir) or latest_checkpoint(run_dir) is None:
-        return False
-    return C.to_dict(C.load_yaml(run_dir / CONFIG)) == C.to_dict(cfg)
 
 
 def _quiet(_line: str) -> None:

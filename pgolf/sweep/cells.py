@@ -17,13 +17,13 @@ from pgolf.atomic import atomic_write_json
 from pgolf.errors import Interrupted, one_line
 from pgolf.fit.budget import fit_budget
 from pgolf.jobs.export_job import run_export
-from pgolf.jobs.layout import CONFIG, FLOAT_WEIGHTS, SUMMARY, budget_label, is_run_dir, read_summary
+from pgolf.jobs.layout import budget_label
+from pgolf.jobs.reuse import finished_training, resumable
 from pgolf.jobs.sources import config_for_source
 from pgolf.jobs.train_job import run_train
 from pgolf.progress import ProgressFn, no_progress
 from pgolf.results.report import scored_columns
 from pgolf.sweep.plan import CELL_FILE, TRAIN_POINT, Plan, axis_overrides
-from pgolf.train.checkpoints import latest_checkpoint
 
 
 @dataclass
@@ -76,20 +76,6 @@ def _failed_rows(spec: CellSpec, error: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _finished_training(run_dir: Path) -> dict[str, Any] | None:
-    if not (run_dir / SUMMARY).is_file() or not (run_dir / FLOAT_WEIGHTS).is_file():
-        return None
-    summary = read_summary(run_dir)
-    return summary if "error" not in summary and "val_bpb_roundtrip" in summary else None
-
-
-def _resumable(run_dir: Path, cfg: C.Config) -> bool:
-    """Whether `run_dir` holds an unfinished training of exactly `cfg` with a checkpoint to go on from."""
-    if not is_run_dir(run_dir) or latest_checkpoint(run_dir) is None:
-        return False
-    return C.to_dict(C.load_yaml(run_dir / CONFIG)) == C.to_dict(cfg)
-
-
 def run_cell(spec: CellSpec, progress: ProgressFn = no_progress) -> list[dict[str, Any]]:
     """Train (or reuse a finished training), export every point, fit the budget; write cell.json last.
 
@@ -98,11 +84,11 @@ def run_cell(spec: CellSpec, progress: ProgressFn = no_progress) -> list[dict[st
     """
     run_dir = Path(spec.run_dir)
     started = time.perf_counter()
-    summary = _finished_training(run_dir)
+    summary = finished_training(run_dir)
     train_s = 0.0
     if summary is None:
         cfg = C.compose(spec.overrides, allow_sweep=True)
-        resume = _resumable(run_dir, cfg)
+        resume = resumable(run_dir, cfg)
         if run_dir.exists() and not resume:
             shutil.rmtree(run_dir)  # an unfinished training without a checkpoint: nothing in it is a result
         try:

@@ -90,35 +90,15 @@ class Plan:
 
 
 def load_sweep_file(name: str) -> tuple[list[str], list[str]]:
-    """(base overrides, axis overrides) of conf/sweep/NAME.yaml: `params` (key -> sweep string) and `overrides`."""
-    path = C.conf_dir() / "sweep" / f"{name}.yaml"
-    if not path.is_file():
-        shipped = sorted(p.stem for p in (C.conf_dir() / "sweep").glob("*.yaml"))
-        raise ConfigError(f"no sweep file {path} (available: {', '.join(shipped) or 'none'})")
-    data = C.load_plain_yaml(path)
-    unknown = set(data) - {"params", "overrides"}
-    if unknown:
-        raise ConfigError(f"{path}: unknown sections {sorted(unknown)} (expected params and overrides)")
-    params = data.get("params") or {}
-    overrides = data.get("overrides") or []
-    if not isinstance(params, dict) or not isinstance(overrides, list):
-        raise ConfigError(f"{path}: params must map keys to sweep values and overrides must be a list")
-    axes = [f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in params.items()]
-    return [str(o) for o in overrides], axes
+    """(base overrides, axis overrides) of conf/sweep/NAME.yaml (`C.read_params_file`): `params` (key -> sweep
+    string or list) and `overrides`."""
+    overrides, params = C.read_params_file("sweep", name)
+    return overrides, [f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in params.items()]
 
 
 def expand_sweep_file(overrides: list[str]) -> list[str]:
     """Replace `sweep=NAME` by its file's overrides; a key also given on the command line keeps that value."""
-    named = [o for o in overrides if o.startswith("sweep=")]
-    rest = [o for o in overrides if not o.startswith("sweep=")]
-    if len(named) > 1:
-        raise ConfigError("give sweep=NAME once")
-    if not named:
-        return rest
-    file_base, file_axes = load_sweep_file(named[0].partition("=")[2])
-    cli_keys = {C.override_key(o) for o in rest}
-    kept = [o for o in file_base + file_axes if C.override_key(o) not in cli_keys]
-    return kept + rest
+    return C.expand_named_file(overrides, "sweep", load_sweep_file)
 
 
 def _root_of(key: str) -> str:

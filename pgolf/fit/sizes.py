@@ -136,6 +136,11 @@ class SizeTable:
         self.lqer_cache: dict[tuple, LQEREntry | None] = {}
         self.float_cache: dict[tuple, tuple[int, float]] = {}
 
+    def _plain(self, name: str, q: Quant) -> Quant:
+        """`q` as the cache knows it: GPTQ only counts for tensors it applies to (linear layers), so the embedding's
+        GPTQ and rounding entries are one entry, coded once."""
+        return q if not q.gptq or name in self.hessians else dataclasses.replace(q, gptq=False)
+
     def _grid(self, name: str, q: Quant) -> tuple:
         """The levels' cache key: GPTQ only counts for tensors it applies to (linear layers)."""
         return name, q.bits, q.clip, q.k, q.gptq and name in self.hessians
@@ -163,6 +168,7 @@ class SizeTable:
     def lqer(self, name: str, q: Quant, rank: int) -> LQEREntry | None:
         """The tensor at `q` (prune 0) with rank-`rank` LQER factors; None when export could not store them
         (the group does not divide its row, or the rank is above its smaller dimension)."""
+        q = self._plain(name, q)
         key = (name, q, rank)
         if key not in self.lqer_cache:
             self.lqer_cache[key] = self._lqer(name, q, rank)
@@ -187,6 +193,7 @@ class SizeTable:
         return LQEREntry(qt=qt, extra_bytes=coded, header_bytes=header_bytes, err=err)
 
     def get(self, name: str, q: Quant) -> QuantizedEntry:
+        q = self._plain(name, q)
         key = (name, q)
         if key not in self.cache:
             self.cache[key] = self._compute(name, q)
@@ -194,6 +201,7 @@ class SizeTable:
 
     def cost(self, name: str, q: Quant, prune: float) -> tuple[int, float]:
         """(exact coded bytes, weighted error) of one tensor at `q` after selective pruning at `prune`."""
+        q = self._plain(name, q)
         entry = self.get(name, q)
         if prune == 0:
             return entry.q_bytes + entry.scale_bytes, entry.err

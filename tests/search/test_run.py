@@ -160,7 +160,11 @@ def test_bad_options_are_one_line_usage_errors(tmp_path, kw, message):
 
 
 def test_a_wallclock_run_is_pruned_by_time_whatever_its_iterations(tmp_path):
-    R.make_settings(SPACE + ["train.iterations=3", "train.wallclock_s=60", f"run.root={tmp_path}"], pruner="asha")
+    with pytest.raises(UsageError, match="too few steps"):  # 3 iterations alone hold no rung
+        R.make_settings(SPACE + ["train.iterations=3", f"run.root={tmp_path}"], pruner="asha")
+    settings = R.make_settings(SPACE + ["train.iterations=3", "train.wallclock_s=60", f"run.root={tmp_path}"],
+                               pruner="asha")
+    assert settings.pruner == "asha"  # the wallclock's rungs stand instead
 
 
 def test_without_optuna_the_error_names_the_extra(monkeypatch, tmp_path):

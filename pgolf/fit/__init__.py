@@ -25,7 +25,10 @@ The search, in order (every size below is exact: the real coded bytes of every s
    pruning (smallest-error quantized levels zeroed, export.prune_kind=selective),
    the fraction found by bisection on the exact coded size. Sizes are not
    assumed monotone in the fraction: bisection keeps the invariant "hi fits,
-   measured", so whatever fraction it returns was measured to fit.
+   measured", so whatever fraction it returns was measured to fit. Only
+   rounding's levels are pruned: GPTQ chose each level to absorb the error
+   of the columns before it, which zeroing levels afterwards undoes (and
+   every pruned fill is a bisection of exactly coded sizes).
    Only `selective` pruning is searched: it acts on the cached quantized levels
    (its ordering is computed once per tensor), whereas float-side kinds would
    re-quantize every tensor at every step (seconds per step with clip=mse).

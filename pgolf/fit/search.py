@@ -333,7 +333,8 @@ class Search:
         fitting = np.flatnonzero(sizes <= stream_limit)
         if len(fitting):
             out.append(make(int(fitting[-1]), "knapsack"))
-        for row in np.flatnonzero(sizes > stream_limit)[: self.space.fill_candidates]:
+        fills = 0 if s.gptq else self.space.fill_candidates  # GPTQ's compensation assumes every level stays
+        for row in np.flatnonzero(sizes > stream_limit)[:fills]:
             filled = self.fill(table, make(int(row), "knapsack"), stream_limit)
             if filled is not None:
                 out.append(filled)
@@ -349,8 +350,8 @@ class Search:
 
     def uniform_anchors(self, table: SizeTable, s: Setting, options: dict, control: list, fixed: int,
                         stream_limit: int) -> list[Candidate]:
-        """For each control width the highest uniform bit-width that fits, and at the base export's width the next one
-        up pruned to fit (each group at its lowest-error k of that width)."""
+        """For each control width the highest uniform bit-width that fits, and at the base export's width (rounding
+        only) the next one up pruned to fit (each group at its lowest-error k of that width)."""
         out = []
         base = self.cfg.export.control_dtype
         for ctl in control:
@@ -361,7 +362,7 @@ class Search:
                     out.append(cand)
                     break
                 above = cand
-            if above is not None and ctl[0] == base:  # pruned anchors lose to raised ones: one width is enough
+            if above is not None and ctl[0] == base and not s.gptq:  # pruned anchors lose to raised ones
                 filled = self.fill(table, above, stream_limit)
                 if filled is not None:
                     out.append(filled)

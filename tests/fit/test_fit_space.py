@@ -124,3 +124,20 @@ def test_each_setting_reserves_its_own_code_and_the_reserve_holds_the_chosen_scr
                                  group_k={g: (3.0, 30.0, 12.0)[i % 3] for i, g in enumerate(s.groups)})
     chosen = dataclasses.replace(s.cfg, export=export_config_of(widest, s.cfg.export))
     assert count_code_bytes(chosen) <= rans, widest.label()
+
+
+def test_only_roundings_levels_are_pruned_to_fit():
+    """GPTQ's levels absorb the error of the columns before them, which zeroing levels afterwards undoes: its
+    candidates fit by bits alone, while rounding's may be pruned to fit."""
+    from pgolf.export.gptq import layer_hessians
+
+    s, table, model = _space(clips=["sdclip"], sdclip_ks=[12.0])
+    model.load_state_dict(s.state)
+    table.hessians = layer_hessians(model, [torch.randint(0, 64, (4, 16))])
+    rounding, gptq = Setting("sdclip", "rans"), Setting("sdclip", "rans", gptq=True)
+    low = s.smallest(table, rounding)
+    high = s.candidates(table, rounding, 10**9)[0].stream_bytes
+    limit = (low + high) // 2
+    assert any(c.prune > 0 for c in s.candidates(table, rounding, limit))
+    with_gptq = s.candidates(table, gptq, limit)
+    assert with_gptq and all(c.prune == 0 for c in with_gptq)

@@ -143,8 +143,9 @@ def _search(search: Search, model: torch.nn.Module, scorer: Scorer, limit_total:
     """Steps 1-6: Fisher weights, exact sizes, the candidate pool over every setting, the measured choice."""
     cfg, space = search.cfg, search.space
     settings = search_settings(cfg.export, space)
-    by_code = {(s.codec, s.gptq): s for s in settings}  # the clip changes no module of the script
-    reserve = {s: code_reserve(cfg, by_code[s.codec, s.gptq], search.quant_names) for s in settings}
+    one_per_script = {(s.codec, s.gptq): s for s in settings}  # the clip changes no module of the script
+    by_code = {key: code_reserve(cfg, s, search.quant_names) for key, s in one_per_script.items()}
+    reserve = {s: by_code[s.codec, s.gptq] for s in settings}
     overhead = {}
     for codec in dict.fromkeys(s.codec for s in settings):
         frame = header_overhead(search.state, search.model_config, cfg.export, codec)

@@ -101,27 +101,24 @@ def test_a_running_trial_of_a_live_worker_is_not_taken_for_stale(tmp_path):
     assert S.waiting(study) == 1
 
 
-def test_the_pruner_stops_a_trial_whose_rung_score_trails(fake, tmp_path):
-    # interval(0.01, 0.1) with a fixed order: a good trial first, then a worse one reaches the same rung.
-    s = settings(tmp_path, pruner="asha", trials=2)
-    folder = Path(s.folder)
-    S.prepare_folder(folder, R._record(s))
-    study = S.open_study(folder)
+def _good_then_worse(tmp_path, pruner):
+    """A search of two trials in a fixed order: a good learning rate first, then a worse one reaching its rungs."""
+    s = settings(tmp_path, pruner=pruner, trials=2)
+    S.prepare_folder(Path(s.folder), R._record(s))
+    study = S.open_study(Path(s.folder))
     study.enqueue_trial({"train.matrix_lr": 0.02})
     study.enqueue_trial({"train.matrix_lr": 0.09})
-    out = R.run_search(s, echo=lambda _: None)
+    return R.run_search(s, echo=lambda _: None)
+
+
+def test_the_pruner_stops_a_trial_whose_rung_score_trails(fake, tmp_path):
+    out = _good_then_worse(tmp_path, "asha")
     states = dict(zip(out.trials["train.matrix_lr"].astype(float), out.trials["state"], strict=True))
     assert states == {0.02: "complete", 0.09: "pruned"}
 
 
 def test_without_a_pruner_the_same_loser_runs_to_the_end(fake, tmp_path):
-    s = settings(tmp_path, pruner="none", trials=2)
-    folder = Path(s.folder)
-    S.prepare_folder(folder, R._record(s))
-    study = S.open_study(folder)
-    study.enqueue_trial({"train.matrix_lr": 0.02})
-    study.enqueue_trial({"train.matrix_lr": 0.09})
-    out = R.run_search(s, echo=lambda _: None)
+    out = _good_then_worse(tmp_path, "none")
     assert list(out.trials["state"]) == ["complete", "complete"]
 
 

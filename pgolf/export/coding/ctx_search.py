@@ -125,9 +125,10 @@ def _offsets_bits(offsets: np.ndarray, coded_row_ids: np.ndarray, shapes, refere
     return rans.trimmed_bits(np.bincount(stored), 0) if reference == CHOSEN and stored.size else 0.0
 
 
-def _descend(bits_of_shape, choices: list[tuple[int, ...]], start: tuple[int, ...]) -> tuple[float, tuple[int, ...]]:
-    """(bits, shape) of the best shape a coordinate descent from `start` (indices into `choices`, one tuple of
-    values per dimension) finds; `bits_of_shape` prices a shape."""
+def _descend(bits_of_shape, choices: list[tuple[int, ...]], starts: list[tuple[int, ...]]
+             ) -> tuple[float, tuple[int, ...]]:
+    """(bits, shape) of the best shape coordinate descents from each of `starts` (indices into `choices`, one tuple
+    of values per dimension) find; `bits_of_shape` prices a shape, once per shape over all the descents."""
     seen: dict[tuple[int, ...], float] = {}
 
     def bits_of(at: tuple[int, ...]) -> float:
@@ -135,15 +136,18 @@ def _descend(bits_of_shape, choices: list[tuple[int, ...]], start: tuple[int, ..
             seen[at] = bits_of_shape(tuple(choices[d][at[d]] for d in range(len(at))))
         return seen[at]
 
-    best, improved = start, True
-    while improved:
-        improved = False
-        for d in range(len(start)):
-            for step in (1, -1):
-                at = best[:d] + (best[d] + step,) + best[d + 1 :]
-                if 0 <= at[d] < len(choices[d]) and bits_of(at) < bits_of(best):
-                    best, improved = at, True
-    return bits_of(best), tuple(choices[d][best[d]] for d in range(len(start)))
+    found = []
+    for start in starts:
+        best, improved = start, True
+        while improved:
+            improved = False
+            for d in range(len(start)):
+                for step in (1, -1):
+                    at = best[:d] + (best[d] + step,) + best[d + 1 :]
+                    if 0 <= at[d] < len(choices[d]) and bits_of(at) < bits_of(best):
+                        best, improved = at, True
+        found.append((bits_of(best), tuple(choices[d][best[d]] for d in range(len(start)))))
+    return min(found)
 
 
 def _group_shapes(hists: list[tuple[int, int, np.ndarray]], cols_up_to: tuple[int, ...],
@@ -164,7 +168,7 @@ def _group_shapes(hists: list[tuple[int, int, np.ndarray]], cols_up_to: tuple[in
             def bits_of_shape(shape: tuple[int, int, int], group=hist[g][None], low=low) -> float:
                 return math.inf if math.prod(shape) > cap else _structure_bits(group, 1, *shape, low)
 
-            bits, shape = min(_descend(bits_of_shape, choices, start) for start in starts)
+            bits, shape = _descend(bits_of_shape, choices, starts)
             found.append((bits, (*shape, diff)))
         bits, shape = min(found)
         total += bits
@@ -210,8 +214,7 @@ def _classes_pay(levels: np.ndarray, row_ids: np.ndarray, k: int, low: int, m: i
         def bits_of_shape(shape: tuple[int, int]) -> float:
             return _structure_bits(hist, k, 1, *shape, low) if k * math.prod(shape) <= MAX_CONTEXTS else math.inf
 
-        best = min(_descend(bits_of_shape, [REFERENCE_CLASSES, MATCH_CLASSES], start)
-                   for start in ((0, 0), (len(REFERENCE_CLASSES) - 1, 0)))
+        best = _descend(bits_of_shape, [REFERENCE_CLASSES, MATCH_CLASSES], [(0, 0), (len(REFERENCE_CLASSES) - 1, 0)])
         return best[1] != (1, 1)
 
     return pays(NATURAL) or (k > 1 and pays(GROUPED))
@@ -244,7 +247,7 @@ def best_plan(levels: np.ndarray) -> Plan:
     def bits_of_groups(shape: tuple[int, int]) -> float:
         return _structure_bits(finest, *shape, 1, 1, low) + ids_bits(*shape)
 
-    _, (k, cg) = _descend(bits_of_groups, [rows_up_to, cols_up_to], (rows_up_to.index(min(8, kf)), 0))
+    _, (k, cg) = _descend(bits_of_groups, [rows_up_to, cols_up_to], [(rows_up_to.index(min(8, kf)), 0)])
     if not _classes_pay(levels, row_ranks * k // n_rows, k, low, m):
         merged = finest.reshape(k, kf // k, cg, lf // cg, 1, 1, m).sum(axis=(1, 3))  # quantile groups nest
         bits, shapes = _group_shapes([(0, low, merged)], tuple(g for g in cols_up_to if g <= cg), [(1,), (1,)],

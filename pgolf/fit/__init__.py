@@ -20,8 +20,10 @@ The search, in order (every size below is exact: the real coded bytes of every s
    `embed_bits`, the others from `bits`) and the control tensors' width are
    combined as a Pareto frontier of summed bytes and proxy, merged one group
    at a time (a dominated partial sum never leads to a frontier point).
-4. Filling. The best combination that fits leaves bytes unused, so the next
-   frontier points above the budget are brought under it with `selective`
+4. Filling. The best combination that fits leaves bytes unused, so the
+   uniform anchors above the budget (and, with fit.fill_candidates N, the
+   next N frontier points above it: 0 by default, 1 when no point fits
+   unpruned) are brought under it with `selective`
    pruning (smallest-error quantized levels zeroed, export.prune_kind=selective),
    the fraction found by bisection on the exact coded size. Sizes are not
    assumed monotone in the fraction: bisection keeps the invariant "hi fits,

@@ -333,7 +333,9 @@ class Search:
         fitting = np.flatnonzero(sizes <= stream_limit)
         if len(fitting):
             out.append(make(int(fitting[-1]), "knapsack"))
-        fills = 0 if s.gptq else self.space.fill_candidates  # GPTQ's compensation assumes every level stays
+        # GPTQ's compensation assumes every level stays; when nothing fits unpruned, the frontier's smallest point
+        # above the limit is filled anyway (the uniform fill alone may not reach down to `smallest`)
+        fills = 0 if s.gptq else max(self.space.fill_candidates, 0 if len(fitting) else 1)
         for row in np.flatnonzero(sizes > stream_limit)[:fills]:
             filled = self.fill(table, make(int(row), "knapsack"), stream_limit)
             if filled is not None:

@@ -31,7 +31,7 @@ def search():
     state = {n: (torch.randn_like(t) * 0.05 if t.ndim == 2 else t.clone()) for n, t in model.state_dict().items()}
     cfg = C.Config()
     cfg.export.clip = "max"
-    s = Search(state, dict(MODEL), cfg, C.FitConfig(bits=[4, 6, 8], embed_bits=[6, 8]), None, no_progress)
+    s = Search(state, dict(MODEL), cfg, C.FitConfig(bits=[4, 6, 8], embed_bits=[6, 8], fill_candidates=1), None, no_progress)
     fisher = {n: torch.rand_like(state[n]) for n in s.quant_names}
     return s, SizeTable(state, s.quant_names, fisher, cfg.export)
 
@@ -86,6 +86,18 @@ def test_every_candidate_fits_its_limit_and_fill_uses_it(search, share):
         assert real.model_bytes - real.overhead_bytes <= stream_limit
     filled = [c for c in cands if c.prune > 0]
     assert all(c.stream_bytes >= s.space.fill * stream_limit or c.prune < 1e-3 for c in filled)
+
+
+def test_frontier_fills_are_off_by_default_yet_a_budget_only_pruning_reaches_is_met(search, monkeypatch):
+    s, table = search
+    monkeypatch.setattr(s.space, "fill_candidates", C.FitConfig().fill_candidates)
+    assert s.space.fill_candidates == 0
+    roomy = s.candidates(table, SETTING, _limit(s, table, 0.5))
+    assert roomy and not any(c.origin.startswith("knapsack-fill") for c in roomy)
+    tight = _limit(s, table, 0.0)  # the smallest reachable size: every group's fewest bytes at max_prune
+    cands = s.candidates(table, SETTING, tight)
+    assert any(c.origin.startswith("knapsack-fill") for c in cands)
+    assert all(0 < c.prune <= s.space.max_prune and c.stream_bytes <= tight for c in cands)
 
 
 def test_raised_tensors_spend_the_leftover_fit_and_reach_the_file(search):

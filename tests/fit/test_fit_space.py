@@ -131,7 +131,7 @@ def test_only_roundings_levels_are_pruned_to_fit():
     candidates fit by bits alone, while rounding's may be pruned to fit."""
     from pgolf.export.gptq import layer_hessians
 
-    s, table, model = _space(clips=["sdclip"], sdclip_ks=[12.0])
+    s, table, model = _space(clips=["sdclip"], sdclip_ks=[12.0], fill_candidates=1)  # frontier fills asked for
     model.load_state_dict(s.state)
     table.hessians = layer_hessians(model, [torch.randint(0, 64, (4, 16))])
     rounding, gptq = Setting("sdclip", "rans"), Setting("sdclip", "rans", gptq=True)

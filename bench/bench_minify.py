@@ -47,7 +47,7 @@ def own_minifier() -> tuple[types.ModuleType, str]:
 
 
 def own_compact(own: types.ModuleType, modules: dict[str, str]) -> str:
-    """`script._compact_modules` with pgolf's own minifier (as at OWN_COMMIT) and the flat keys of now."""
+    """`script._compacted` with pgolf's own minifier (as at OWN_COMMIT) and the flat keys of now."""
     sources = script._shipped(modules)
     keys = flat_keys(sources)
     trees = {name: flatten_imports(own._Strip().visit(ast.parse(text)), keys) for name, text in sources.items()}
@@ -62,8 +62,7 @@ def own_compact(own: types.ModuleType, modules: dict[str, str]) -> str:
 
 
 def library_compact(modules: dict[str, str]) -> str:
-    script._compact_modules.cache_clear()
-    return script._compact_modules(tuple(modules.items()), script.BOOTSTRAP.read_text())
+    return script._compacted(tuple(modules.items()), script.BOOTSTRAP.read_text())
 
 
 def lines(source: str) -> tuple[int, int]:

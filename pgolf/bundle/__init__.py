@@ -22,10 +22,11 @@ bundled schema fills the rest), and no run/budget/fit/launcher/device
 settings: the script picks CUDA when present. `code_bytes.count_code_bytes` measures the
 wrapped script for a config, cached by a hash of the sources and the config
 (in-process and in ~/.cache/pgolf), so an edited checkout never serves a stale
-size.
+size; the minified modules are cached there too, by a hash of their text, so
+a config that shares another's module set is measured without minifying.
 
 
 Modules: `graph` (which pgolf modules and packages a config's script carries), `minify` (stripping and
 renaming), `flat` (the compact script's short module keys), `script` (the two wraps), `code_bytes` (the measured
-size every total counts).
+size every total counts), `cache` (the on-disk cache between processes).
 """

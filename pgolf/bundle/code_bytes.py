@@ -7,22 +7,16 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import os
 import sys
 from pathlib import Path
 
-from pgolf.atomic import atomic_write_json
+from pgolf.bundle.cache import read_entry, write_entry
 from pgolf.bundle.graph import PACKAGE, packed_config
 from pgolf.bundle.script import script
 from pgolf.errors import ConfigError
 from pgolf.schema import Config, ExportConfig
 
 _MEASURED: dict[str, int] = {}
-
-
-def cache_dir() -> Path:
-    """Where measured code bytes are kept between processes: $PGOLF_CACHE, else ~/.cache/pgolf."""
-    return Path(os.environ.get("PGOLF_CACHE") or Path.home() / ".cache" / "pgolf") / "code-bytes"
 
 
 def _cache_key(cfg: Config) -> str:
@@ -37,18 +31,14 @@ def _cache_key(cfg: Config) -> str:
 
 def measured_code_bytes(cfg: Config) -> int:
     """Size of the wrapped script `pgolf pack` would ship for `cfg`; a build takes about a second, so sizes are
-    cached by `_cache_key` in this process and in `cache_dir()` (an unwritable cache only costs a rebuild)."""
+    cached by `_cache_key` in this process and in pgolf's cache folder (bundle/cache.py)."""
     key = _cache_key(cfg)
     if key not in _MEASURED:
-        path = cache_dir() / f"{key}.json"
         try:
-            _MEASURED[key] = int(json.loads(path.read_text())["bytes"])
-        except (OSError, ValueError, KeyError, TypeError):
+            _MEASURED[key] = int(json.loads(read_entry("code-bytes", f"{key}.json") or "")["bytes"])
+        except (ValueError, KeyError, TypeError):
             _MEASURED[key] = len(script(cfg, "lzma"))
-            try:
-                atomic_write_json(path, {"bytes": _MEASURED[key]})
-            except OSError:
-                pass
+            write_entry("code-bytes", f"{key}.json", json.dumps({"bytes": _MEASURED[key]}) + "\n")
     return _MEASURED[key]
 
 

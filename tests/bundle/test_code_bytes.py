@@ -16,6 +16,8 @@ import pytest
 import torch
 
 from pgolf.bundle import code_bytes
+from pgolf.bundle import script as script_module
+from pgolf.bundle.graph import bundle_modules
 from pgolf.bundle.script import script
 from pgolf.config import compose
 from pgolf.export.artifact import export_state_dict, write_artifact
@@ -63,6 +65,27 @@ def test_measured_code_bytes_are_the_script_of_each_config(configs, empty_caches
     monkeypatch.setattr(code_bytes, "script", lambda *a, **k: pytest.fail("measured again despite the disk cache"))
     for name, cfg in reversed(list(configs.items())):
         assert code_bytes.measured_code_bytes(cfg) == sizes[name], name
+
+
+def test_a_new_process_reuses_the_compacted_modules_of_another_config_and_an_edit_invalidates_them(configs,
+                                                                                                   empty_caches,
+                                                                                                   monkeypatch):
+    """The minified module bundle depends on the module set only: a sweep's next cell (another process, another
+    config, the same modules) measures its code bytes from the bundle on disk, and gets the size of its own script;
+    a module whose source changed is compacted again."""
+    other = dataclasses.replace(configs["default"], seed=7)  # the same modules, another packed config
+    script_module._compact_modules.cache_clear()
+    expected = len(script(other, "lzma"))  # built here from scratch: the caches are empty
+    compactions = []
+    monkeypatch.setattr(script_module, "_compacted", lambda *args: compactions.append(args) or "")
+    script_module._compact_modules.cache_clear()  # a new process
+    monkeypatch.setattr(code_bytes, "_MEASURED", {})
+    assert code_bytes.measured_code_bytes(other) == expected and not compactions
+    modules = dict(bundle_modules(other))
+    modules["export/artifact"] += "\n# edited\n"
+    script_module._compact_modules(tuple(modules.items()), script_module.BOOTSTRAP.read_text())
+    assert len(compactions) == 1
+    script_module._compact_modules.cache_clear()
 
 
 def _artifact(folder, cfg, name):

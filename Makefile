@@ -27,13 +27,17 @@ demo: setup
 	$(BIN)/pgolf pack runs/latest --out runs/records/demo --force
 	$(BIN)/pgolf sweep $(DEMO_SWEEP) --name demo
 
+# Tests run on every core (pytest-xdist), one torch thread each, whole files to one worker (their module-scoped
+# runs are made once); the session-scoped ones are made once per worker.
+PYTEST = OMP_NUM_THREADS=1 $(BIN)/pytest -q -n auto --dist loadfile
+
 # Every test, the slow ones too (end to end through the CLI: trainings, sweeps, torchrun, a fresh venv); CI runs this.
 test: setup
-	$(BIN)/pytest -q
+	$(PYTEST)
 
 # The unit tests only: no test marked slow (those that train or start processes); the edit-test loop.
 test-fast: setup
-	$(BIN)/pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 bench: setup
 	$(BIN)/python bench/bench_train.py

@@ -18,6 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 
@@ -107,8 +108,8 @@ def data_overrides(builtin_data):
     return [f"data.dir={builtin_data}", f"data.tokenizer={builtin_data / 'tokenizer.model'}"]
 
 
-QUICK = ["train.iterations=30", "train.val_every=15", "train.log_every=5", "data.val_tokens=16384",
-         "train.val_tokens=8192"]
+QUICK = ["train.iterations=30", "train.batch_tokens=1024", "train.val_every=15", "train.log_every=5",
+         "data.val_tokens=16384", "train.val_tokens=8192"]
 
 
 @pytest.fixture(scope="session")
@@ -126,9 +127,9 @@ NARROW_FIT = ["fit.clips=[]", "fit.gptq=[]", "fit.control_dtypes=[]"]
 (tests/fit and test_fit_cli search the default one)."""
 
 # A grid of tiny trainings: 2 weight decays (2 trainings) x 2 prune fractions (export points), and a fit-budget each.
-TINY = ["train.iterations=12", "train.val_every=0", "train.log_every=4", "data.val_tokens=8192",
-        "fit.val_tokens=2048", "fit.evals=1", "fit.bits=[4,5]", "fit.embed_bits=[6,7]", "fit.max_prune=0.1",
-        *NARROW_FIT]
+TINY = ["train.iterations=12", "train.batch_tokens=1024", "train.val_every=0", "train.log_every=4",
+        "data.val_tokens=8192", "fit.val_tokens=2048", "fit.evals=1", "fit.bits=[4,5]", "fit.embed_bits=[6,7]",
+        "fit.max_prune=0.1", *NARROW_FIT]
 
 
 @pytest.fixture(scope="session")
@@ -168,6 +169,18 @@ def fresh_venv(tmp_path_factory):
     return make
 
 
+def sweep_folder(cwd):
+    """The one sweep folder under cwd/runs/sweeps."""
+    folders = list((cwd / "runs" / "sweeps").iterdir())
+    assert len(folders) == 1, folders
+    return folders[0]
+
+
+def results(folder):
+    """A sweep folder's results.csv, its grid's values as written."""
+    return pd.read_csv(folder / "results.csv", dtype={"reg.weight_decay": str, "export.prune": str})
+
+
 def one_line_error(proc):
     lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
     assert lines, "no error message"
@@ -176,5 +189,5 @@ def one_line_error(proc):
     return lines[-1]
 
 
-__all__ = ["run_pgolf", "run_pgolf_each", "exited", "one_line_error", "interruptible", "copy_of", "QUICK", "TINY",
-           "Path"]
+__all__ = ["run_pgolf", "run_pgolf_each", "exited", "one_line_error", "interruptible", "copy_of", "sweep_folder",
+           "results", "QUICK", "TINY", "Path"]

@@ -16,7 +16,7 @@ from pgolf.jobs.models import rebuild_model
 from pgolf.jobs.roundtrip import calibration_hessians
 from pgolf.runtime.device import resolve_device
 
-from .conftest import exited, one_line_error, run_pgolf, run_pgolf_each
+from .conftest import NARROW_FIT, exited, one_line_error, run_pgolf, run_pgolf_each
 
 FAST = ["--val-tokens", "2048"]  # the final score uses the run's own data.val_tokens (16384)
 
@@ -61,7 +61,7 @@ def test_infeasible_budget_exits_3_with_the_smallest_size_and_writes_nothing(tra
     cwd, summary, _ = trained_run
     run_dir = cwd / summary["run_dir"]
     before = sorted(p.name for p in run_dir.rglob("*"))
-    proc = run_pgolf("fit-budget", run_dir, "--max-bytes", "60KB", *FAST, cwd=cwd, check_code=3)
+    proc = run_pgolf("fit-budget", run_dir, "--max-bytes", "60KB", *FAST, *NARROW_FIT, cwd=cwd, check_code=3)
     line = one_line_error(proc)
     assert "smallest configuration reachable" in line and "60,000" in line
     assert sorted(p.name for p in run_dir.rglob("*")) == before

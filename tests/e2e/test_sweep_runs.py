@@ -47,7 +47,7 @@ def _second_training_running(cwd):
 
 
 def test_kill_9_mid_training_loses_no_finished_cell_and_the_rerun_matches(tmp_path, data_overrides):
-    args = ["sweep", "reg.weight_decay=0,0.04", *data_overrides, "train.iterations=40", *TINY[1:]]
+    args = ["sweep", "reg.weight_decay=0,0.04", *data_overrides, "train.iterations=30", *TINY[1:]]
     killed = tmp_path / "killed"
     killed.mkdir()
     proc = _popen_sweep(killed, args)

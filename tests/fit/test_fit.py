@@ -31,7 +31,8 @@ def search():
     state = {n: (torch.randn_like(t) * 0.05 if t.ndim == 2 else t.clone()) for n, t in model.state_dict().items()}
     cfg = C.Config()
     cfg.export.clip = "max"
-    s = Search(state, dict(MODEL), cfg, C.FitConfig(bits=[4, 6, 8], embed_bits=[6, 8], fill_candidates=1), None, no_progress)
+    space = C.FitConfig(bits=[4, 6, 8], embed_bits=[6, 8], fill_candidates=1)
+    s = Search(state, dict(MODEL), cfg, space, None, no_progress)
     fisher = {n: torch.rand_like(state[n]) for n in s.quant_names}
     return s, SizeTable(state, s.quant_names, fisher, cfg.export)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from pgolf.config import compose
@@ -46,6 +47,7 @@ def _losses(corpus, val_data, tmp_path, compiled: bool, qat: bool = True) -> lis
     return [r["train_loss"] for r in records]
 
 
+@pytest.mark.slow  # inductor compiles C++ for the model: tens of seconds
 def test_compiled_training_on_cpu_follows_the_eager_loop_through_the_qat_switch(tmp_path, corpus, val_data):
     eager = _losses(corpus, val_data, tmp_path, compiled=False)
     compiled = _losses(corpus, val_data, tmp_path, compiled=True)

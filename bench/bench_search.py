@@ -10,7 +10,7 @@ Then each method's best config is re-run at 3 seeds (its own run is the first) a
 study (random, no pruning, --measure-proxies) measures how well each rung score ranks trials: the Spearman
 correlation of the rung's val_bpb and of the cooldown branch with the finished trials' objective.
 
-  OMP_NUM_THREADS=1 python bench/bench_search.py --budget-min 30            # the issue's budget (about 2.5 h)
+  OMP_NUM_THREADS=1 python bench/bench_search.py --budget-min 30            # the issue's budget (1 h 41 min here)
   OMP_NUM_THREADS=1 python bench/bench_search.py --budget-min 9 --proxy-min 7   # what fits a shared 2-core box
 
 Prints one table and writes bench_search.json in --out.

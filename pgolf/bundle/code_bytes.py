@@ -4,13 +4,10 @@ a hash of the sources and the packed config (in-process and on disk), unless the
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import json
-import sys
 from pathlib import Path
 
-from pgolf.bundle.cache import read_entry, write_entry
+from pgolf.bundle.cache import content_key, read_entry, write_entry
 from pgolf.bundle.graph import PACKAGE, packed_config
 from pgolf.bundle.script import script
 from pgolf.errors import ConfigError
@@ -22,11 +19,7 @@ _MEASURED: dict[str, int] = {}
 def _cache_key(cfg: Config) -> str:
     """A hash of everything the measured size depends on: pgolf's sources, the packed config, the Python that
     unparses them and the python-minifier that prints them."""
-    minifier = importlib.metadata.version("python-minifier")
-    digest = hashlib.sha256(f"{sys.version}\0{minifier}\0{packed_config(cfg)!r}".encode())
-    for path in sorted(PACKAGE.rglob("*.py")):
-        digest.update(path.relative_to(PACKAGE).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
+    return content_key(PACKAGE.rglob("*.py"), PACKAGE, [repr(packed_config(cfg))])
 
 
 def measured_code_bytes(cfg: Config) -> int:

@@ -5,14 +5,11 @@ from __future__ import annotations
 import ast
 import base64
 import functools
-import hashlib
-import importlib.metadata
 import lzma
 import pprint
-import sys
 
 import pgolf
-from pgolf.bundle.cache import read_entry, write_entry
+from pgolf.bundle.cache import content_key, read_entry, write_entry
 from pgolf.bundle.flat import flat_keys, flatten_imports
 from pgolf.bundle.graph import PACKAGE, bundle_modules, packed_config
 from pgolf.bundle.minify import (
@@ -75,12 +72,8 @@ def _compact_modules(modules: tuple[tuple[str, str], ...], bootstrap_source: str
     """`_compacted`, kept in this process and on disk under a hash of its inputs and of the code that compacts
     them: it depends on the module set only, so the configs of a sweep or a search share the few seconds it takes
     (each cell's own process then measures its code bytes in a fraction of a second)."""
-    digest = hashlib.sha256(f"{sys.version}\0{importlib.metadata.version('python-minifier')}".encode())
-    for path in sorted((PACKAGE / "bundle").glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    for name, text in (*modules, ("", bootstrap_source)):
-        digest.update(name.encode() + b"\0" + text.encode() + b"\0")
-    entry = f"{digest.hexdigest()}.py"
+    parts = [part for name, text in (*modules, ("", bootstrap_source)) for part in (name, text)]
+    entry = f"{content_key((PACKAGE / 'bundle').glob('*.py'), PACKAGE, parts)}.py"
     compacted = read_entry("compact", entry)
     if compacted is None:
         compacted = _compacted(modules, bootstrap_source)

@@ -149,6 +149,7 @@ class _TrainRun:
         """Score the float weights, export them through the round trip, and write the summary."""
         cfg, model, scorer = self.cfg, self.job.model, self.job.scorer
         try:
+            self.log(f"trained {result.steps} steps ({result.stop_reason}): train_time {result.train_time_s:.1f}s")
             model.load_state_dict(result.state_dict)
             float_eval = scorer.score(model)
             self.log(f"float model: val_loss {float_eval.loss:.4f} val_bpb {float_eval.bpb:.4f}")
@@ -157,10 +158,11 @@ class _TrainRun:
         except BaseException as exc:
             self.ended(exc)
             raise
-        self.log(f"round trip: val_bpb {exported['val_bpb_roundtrip']:.4f}, {exported['bytes']['total']:,} "
-                 "bytes total")
+        self.log(f"round trip: val_loss {exported['val_loss_roundtrip']:.8f} val_bpb "
+                 f"{exported['val_bpb_roundtrip']:.8f}, {exported['bytes']['total']:,} bytes total")
         if "val_bpb_ttt" in exported:
-            self.log(f"ttt={exported['ttt']}: val_bpb {exported['val_bpb_ttt']:.4f} ({exported['ttt_seconds']:.1f}s)")
+            self.log(f"ttt={exported['ttt']}: val_loss {exported['val_loss_ttt']:.8f} val_bpb "
+                     f"{exported['val_bpb_ttt']:.8f} eval_time {exported['ttt_seconds']:.1f}s")
         summary.update({**score_fields(float_eval), **exported, "weight_diagnostics": result.diagnostics,
                         "wall_time_s": time.time() - self.started})
         atomic_write_json(self.dir / SUMMARY, summary)

@@ -3,7 +3,8 @@
 The folder holds what the challenge's records folders hold: `train_gpt.py`
 (bundle.py: pgolf's own modules for the packed config, self-contained),
 `final_model.pgolf`, `submission.json`, `requirements.txt`, `README.md` and
-the train logs (`train_seed<seed>.log`).
+the train logs (`train_seed<seed>.log`), each ending with the lines that name the artifact it
+ships, its bytes and its score (the training printed its own export's; the shipped one may be later).
 
 Where things come from:
 - SOURCE is an artifact, a run directory (its newest artifact, e.g.
@@ -208,10 +209,26 @@ def pack(source: Path, out: Path, overrides: list[str], max_bytes: str | None = 
     for item in items:
         log = item.run_dir / TRAIN_LOG if item.run_dir else None
         if log is not None and log.is_file():
-            files[f"train_seed{item.cfg.seed}.log"] = log.read_bytes()
+            files[f"train_seed{item.cfg.seed}.log"] = log.read_bytes() + _shipped_lines(item, code).encode()
     _write_folder(out, files, submission, force)
     return {**submission, "out": str(out), "files": sorted([*files, "submission.json"]), "budget": budget,
             "headroom_bytes": budget - submission["bytes_total"], "wrap": wrap}
+
+
+def _shipped_lines(item: Shipped, code: int) -> str:
+    """What a seed's log ends with: the artifact it ships, its bytes and its score, in the lines records print.
+
+    The training log printed the training's own export; the shipped artifact may be a later one (an export at
+    other settings, fit-budget's choice). Without these lines the log's last score and bytes would not be the
+    submission's, and a reader (or `pgolf audit`) would find the folder contradicting itself.
+    """
+    where = f"{ARTIFACTS}/{item.artifact.name}" if item.run_dir else item.artifact.name
+    total = item.artifact_bytes + code
+    return (f"pgolf pack: seed {item.cfg.seed} ships {where}, {item.scored}\n"
+            f"Serialized model {where}: {item.artifact_bytes} bytes\n"
+            f"Code size train_gpt.py: {code} bytes\n"
+            f"Total submission size: {total} bytes\n"
+            f"shipped val_loss:{item.val_loss:.8f} val_bpb:{item.val_bpb:.8f}\n")
 
 
 def _submission(items: list[Shipped], code: int, name: str, author: str, github_id: str, blurb: str) -> dict:

@@ -27,6 +27,12 @@ def test_other_formats_phased_ttt_minutes_and_pgolf(tmp_path):
     assert facts.train_s.value == 599.592 and [c.value for c in facts.calibration] == [4.7]
     assert facts.eval_s.value == 508.8
     pgolf = tmp_path / "train_seed1337.log"
-    pgolf.write_text("float model: val_loss 6.9234 val_bpb 3.8538\nround trip: val_bpb 3.8539, 331,654 bytes total\n")
+    pgolf.write_text("trained 30 steps (completed): train_time 2.6s\nfloat model: val_loss 6.9234 val_bpb 3.8538\n"
+                     "round trip: val_loss 6.92391234 val_bpb 3.85391234, 331,654 bytes total\n"
+                     "pgolf pack: seed 1337 ships artifacts/fit-420000.pgolf, recorded (cpu float32)\n"
+                     "Serialized model artifacts/fit-420000.pgolf: 289653 bytes\nCode size train_gpt.py: 42001 bytes\n"
+                     "Total submission size: 331654 bytes\nshipped val_loss:6.92391234 val_bpb:3.85391234\n")
     facts = parse_log(pgolf)
-    assert (facts.val_bpb.value, facts.val_loss.value, facts.train_s, facts.eval_s) == (3.8538, 6.9234, None, None)
+    assert (facts.val_bpb.value, facts.val_loss.value, facts.val_bpb.lineno) == (3.85391234, 6.92391234, 8)
+    assert (facts.artifact_bytes.value, facts.code_bytes.value, facts.total_bytes.value) == (289653, 42001, 331654)
+    assert (facts.train_s.value, facts.eval_s) == (2.6, None)

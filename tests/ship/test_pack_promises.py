@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from pgolf import config as C
+from pgolf.audit.audit import audit_folder
 from pgolf.data.prepare import prepare_data
+from pgolf.jobs.export_job import run_export
 from pgolf.ship import standalone
 from pgolf.ship.pack import pack
 
@@ -111,3 +114,38 @@ def test_an_unknown_packed_key_is_one_line_naming_it(capsys):
     assert out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "nope" in lines[0], err
+
+
+@pytest.mark.slow
+def test_each_log_ends_with_the_shipped_artifacts_bytes_and_score_so_the_folder_agrees_with_itself(seed_sweep,
+                                                                                                 tmp_path):
+    """Packing a later export than the training's own (here at 3 bits, a worse score) ships the training log and,
+    after it, that artifact's bytes and score: the log's last scored line is submission.json's, and `audit`
+    finds no contradiction in the seeds or bytes."""
+    cells, _ = seed_sweep
+    run_dir = tmp_path / "run"
+    shutil.copytree(cells[11], run_dir)
+    trained_log = (run_dir / "train.log").read_bytes()
+    cfg = C.merge_dotted(C.load_yaml(run_dir / "config.yaml"), ["export.bits=3"])
+    later = run_export(run_dir, cfg)
+    own = json.loads(_artifact(cells[11]).with_suffix(".json").read_text())
+    assert abs(later["val_bpb_roundtrip"] - own["val_bpb_roundtrip"]) > 1e-3  # the training printed another score
+
+    out = tmp_path / "records"
+    sub = pack(run_dir, out, [])
+    shipped_log = (out / "train_seed11.log").read_bytes()
+    assert shipped_log.startswith(trained_log)
+    artifact_bytes = (out / "final_model.pgolf").stat().st_size
+    code_bytes = (out / "train_gpt.py").stat().st_size
+    tail = shipped_log[len(trained_log):].decode()
+    assert f"Serialized model artifacts/{Path(later['artifact']).name}: {artifact_bytes} bytes" in tail
+    assert f"Code size train_gpt.py: {code_bytes} bytes" in tail
+    assert f"Total submission size: {artifact_bytes + code_bytes} bytes" in tail
+    score = f"val_loss:{later['val_loss_roundtrip']:.8f} val_bpb:{later['val_bpb_roundtrip']:.8f}"
+    assert tail.rstrip().endswith(score)
+    assert sub["val_bpb"] == later["val_bpb_roundtrip"]
+
+    rows = {(row.check, row.item): row for row in audit_folder(out).rows}
+    assert rows[("seeds", "submission.json val_bpb")].verdict == "pass", rows[("seeds", "submission.json val_bpb")]
+    assert rows[("seeds", "train_seed11.log")].detail.startswith(f"val_bpb {later['val_bpb_roundtrip']:.8f}")
+    assert {row.verdict for (check, _), row in rows.items() if check == "bytes"} == {"pass"}

@@ -122,6 +122,18 @@ def trained_run(tmp_path_factory, builtin_data):
     return cwd, json.loads(proc.stdout), proc
 
 
+@pytest.fixture
+def run_copy(trained_run, tmp_path):
+    """A private copy of the shared trained run with only the training's own artifact (other tests add
+    artifacts to the original, in whichever order a worker runs them)."""
+    cwd, summary, _ = trained_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(Path(cwd) / summary["run_dir"], run_dir)
+    for extra in [p for p in (run_dir / "artifacts").iterdir() if Path(summary["artifact"]).stem not in p.name]:
+        extra.unlink()
+    return run_dir, summary
+
+
 NARROW_FIT = ["fit.clips=[]", "fit.gptq=[]", "fit.control_dtypes=[]"]
 """fit-budget's space of one clip, rounding only and fp32 control tensors: for tests whose subject is not the space
 (tests/fit and test_fit_cli search the default one)."""

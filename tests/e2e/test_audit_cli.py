@@ -2,8 +2,6 @@
 breaks a rule (exit 4), and on bad input (one line, exit 1)."""
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 
@@ -14,10 +12,8 @@ from .conftest import exited, one_line_error, run_pgolf_each
 pytestmark = pytest.mark.slow
 
 
-def test_audit_passes_a_packed_folder_and_fails_or_refuses_the_others(trained_run, tmp_path):
-    cwd, summary, _ = trained_run
-    run_dir = tmp_path / "run"
-    shutil.copytree(Path(cwd) / summary["run_dir"], run_dir)
+def test_audit_passes_a_packed_folder_and_fails_or_refuses_the_others(run_copy, tmp_path):
+    run_dir, _ = run_copy
     packed = tmp_path / "packed"
     over = make_folder(tmp_path / "over", "x = 1\n", logs={"train_seed1.log": train_log(1.1, train_ms=650_000)})
     bad_json = make_folder(tmp_path / "bad_json", submission="{")
@@ -25,7 +21,7 @@ def test_audit_passes_a_packed_folder_and_fails_or_refuses_the_others(trained_ru
         (["pack", run_dir, "--out", packed], tmp_path),
         (["audit", packed, "--json"], tmp_path),
         (["audit", over], tmp_path),
-        (["audit", tmp_path / "run"], tmp_path),
+        (["audit", run_dir], tmp_path),
         (["audit", bad_json], tmp_path)])
     exited(pack)
     report = json.loads(exited(audit).stdout)

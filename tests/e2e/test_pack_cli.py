@@ -22,17 +22,6 @@ pytestmark = pytest.mark.slow
 FILES = {"train_gpt.py", "final_model.pgolf", "submission.json", "requirements.txt", "README.md"}
 
 
-@pytest.fixture
-def run_copy(trained_run, tmp_path):
-    """A private copy of the shared trained run (other tests add artifacts to the original)."""
-    cwd, summary, _ = trained_run
-    run_dir = tmp_path / "run"
-    shutil.copytree(Path(cwd) / summary["run_dir"], run_dir)
-    for extra in [p for p in (run_dir / "artifacts").iterdir() if Path(summary["artifact"]).stem not in p.name]:
-        extra.unlink()
-    return run_dir, summary
-
-
 def test_pack_writes_a_records_folder_whose_bytes_are_the_files(run_copy, tmp_path):
     run_dir, summary = run_copy
     out, readable = tmp_path / "records", tmp_path / "readable"

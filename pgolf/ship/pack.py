@@ -222,7 +222,7 @@ def _shipped_lines(item: Shipped, code: int) -> str:
     other settings, fit-budget's choice). Without these lines the log's last score and bytes would not be the
     submission's, and a reader (or `pgolf audit`) would find the folder contradicting itself.
     """
-    where = f"{ARTIFACTS}/{item.artifact.name}" if item.run_dir else item.artifact.name
+    where = f"{ARTIFACTS}/{item.artifact.name}"  # a log ships only from a run directory
     total = item.artifact_bytes + code
     return (f"pgolf pack: seed {item.cfg.seed} ships {where}, {item.scored}\n"
             f"Serialized model {where}: {item.artifact_bytes} bytes\n"

@@ -11,6 +11,7 @@ import torch
 from rich.console import Console
 from safetensors.torch import load_file
 
+from pgolf.audit.logs import parse_log
 from pgolf.data.shards import read_shard
 from pgolf.model.gpt import GPT
 from pgolf.results.tables import summary_table
@@ -37,6 +38,11 @@ def test_train_writes_the_run_directory_contract(trained_run):
     assert summary["steps"] == 30
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("val_bpb" in m for m in metrics) and any("train_loss" in m for m in metrics)
+    # the log's last score is the round trip's, and it says how long training took (what `pgolf audit` reads)
+    log = parse_log(run_dir / "train.log")
+    assert (log.val_bpb.value, log.val_loss.value) == (round(summary["val_bpb_roundtrip"], 8),
+                                                        round(summary["val_loss_roundtrip"], 8))
+    assert log.train_s.value == round(summary["train_time_s"], 1)
 
 
 def test_json_output_is_only_json(trained_run):
